@@ -1,0 +1,180 @@
+"""Run one task: pick the function, link WASI if needed, call it, write output."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import wasmtime
+
+from .calling import (
+    call_function,
+    check_printable_results,
+    find_function,
+    format_results,
+    trap_reason,
+)
+from .engine import Interrupt, TaskInterrupted, create_store
+from .errors import ModuleError, TaskError
+from .iobuffer import run_io_buffer
+from .settings import DEFAULT_MAIN_FUNC, TaskConfig
+from .wasi import check_imports, check_wasi_imports, create_linker, wasi_config
+
+__all__ = ["TaskIO", "TaskInterrupted", "resolve_module_path", "run_task"]
+
+logger = logging.getLogger(__name__)
+
+WASI_START = "_start"
+# WASI reactors export this to initialise libc; it runs before any other export.
+WASI_INITIALIZE = "_initialize"
+
+
+@dataclass(frozen=True)
+class TaskIO:
+    """Where a task writes, what it sees, and where its files may live."""
+
+    stdout: BinaryIO  # function results and io buffer output
+    stderr: BinaryIO  # WASI stderr
+    task_dir: Path  # relative WASI preopens start here
+    alloc_dir: Path  # every WASI preopen must be inside it
+    module_name: str  # argv[0] of a WASI program
+    env: Mapping[str, str] = field(default_factory=dict)  # WASI environment
+    # Nomad's memory limit for the task; linear memories and tables may not
+    # grow past it. 0 leaves only wasmtime's own limits.
+    memory_limit_bytes: int = 0
+
+
+def resolve_module_path(module_path: str, task_dir: Path, cwd: Path) -> Path:
+    """Find a task's module file.
+
+    An absolute path is used as it is. A relative path is looked up in the task
+    directory, where Nomad's artifact block puts downloads, and then in the
+    agent's working directory, where the original driver looked.
+    """
+    path = Path(module_path)
+    candidates = [path] if path.is_absolute() else [task_dir / path, cwd / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    if path.is_absolute():
+        raise ModuleError(f"module file {module_path!r} not found")
+    raise ModuleError(
+        f"module file {module_path!r} not found in the task directory "
+        f"({str(task_dir)!r}) or the agent's working directory ({str(cwd)!r})"
+    )
+
+
+def run_task(
+    engine: wasmtime.Engine,
+    module: wasmtime.Module,
+    config: TaskConfig,
+    io: TaskIO,
+    interrupt: Interrupt,
+) -> int:
+    """Run a task to its end and return its exit code.
+
+    Raises `TaskInterrupted` after `interrupt.request()`, `ModuleError` for
+    imports or linking that fail, and `TaskError` for every other failure.
+    A WASI `proc_exit(n)` returns n.
+    """
+    uses_wasi = check_imports(module)
+    with ExitStack() as wasi_scope:
+        store = create_store(engine, interrupt)
+        if io.memory_limit_bytes > 0:
+            store.set_limits(memory_size=io.memory_limit_bytes)
+        linker = create_linker(engine) if uses_wasi else wasmtime.Linker(engine)
+        if uses_wasi:
+            check_wasi_imports(linker, store, module)
+            store.set_wasi(wasi_scope.enter_context(_wasi_config(config, io)))
+        try:
+            exports = _instantiate(linker, store, module, interrupt)
+            _run_main(store, module, exports, config, io, interrupt)
+        except wasmtime.ExitTrap as exit_trap:
+            return exit_trap.code
+    return 0
+
+
+def _wasi_config(
+    config: TaskConfig, io: TaskIO
+) -> AbstractContextManager[wasmtime.WasiConfig]:
+    return wasi_config(
+        config.wasi,
+        program_name=io.module_name,
+        env=io.env,
+        stdout=io.stdout,
+        stderr=io.stderr,
+        task_dir=io.task_dir,
+        alloc_dir=io.alloc_dir,
+    )
+
+
+def _instantiate(
+    linker: wasmtime.Linker,
+    store: wasmtime.Store,
+    module: wasmtime.Module,
+    interrupt: Interrupt,
+) -> Mapping[str, object]:
+    try:
+        instance = linker.instantiate(store, module)
+    except wasmtime.ExitTrap:
+        raise
+    except (wasmtime.Trap, wasmtime.WasmtimeError) as err:
+        # A start function that spins is stopped like any other code.
+        if interrupt.requested:
+            raise TaskInterrupted() from None
+        reason = trap_reason(err)
+        raise ModuleError(f"failed to instantiate module: {reason}") from None
+    exports: Mapping[str, object] = instance.exports(store)
+    return exports
+
+
+def _run_main(
+    store: wasmtime.Store,
+    module: wasmtime.Module,
+    exports: Mapping[str, object],
+    config: TaskConfig,
+    io: TaskIO,
+    interrupt: Interrupt,
+) -> None:
+    if WASI_INITIALIZE in exports:
+        initialize = find_function(module, exports, WASI_INITIALIZE)
+        call_function(store, initialize, WASI_INITIALIZE, (), interrupt)
+    if config.io_buffer.enabled:
+        output = run_io_buffer(
+            store, module, exports, config.io_buffer, config.main, interrupt
+        )
+        _write(io.stdout, output)
+        return
+    func_name = choose_function(config, exports)
+    func = find_function(module, exports, func_name)
+    check_printable_results(func_name, func.type(store))
+    func_type, result = call_function(
+        store, func, func_name, config.main.args, interrupt
+    )
+    _write(io.stdout, format_results(func_type, result).encode())
+
+
+def choose_function(config: TaskConfig, exports: Mapping[str, object]) -> str:
+    """Return the function to call without the IO buffer.
+
+    A WASI command runs its `_start` when the job leaves `mainFuncName` at
+    its default and the module exports `_start` but no `handle_buffer`.
+    """
+    name = config.main.func_name
+    if name == DEFAULT_MAIN_FUNC and name not in exports and WASI_START in exports:
+        return WASI_START
+    return name
+
+
+def _write(stream: BinaryIO, data: bytes) -> None:
+    if not data:
+        return
+    try:
+        stream.write(data)
+        stream.flush()
+    except OSError as err:
+        raise TaskError(f"failed to write task output: {err}") from err
