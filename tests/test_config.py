@@ -1,0 +1,225 @@
+"""Config declarations: the schema Nomad sees and the decoder of its bytes."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from wasmtime_driver import config, hclspec
+from wasmtime_driver.errors import ConfigError
+from wasmtime_driver.settings import (
+    CacheSettings,
+    IOBuffer,
+    MainCall,
+    PluginConfig,
+    TaskConfig,
+    WasiPreopen,
+)
+
+# Bytes that real go-cty and hcl produced along Nomad's route, with the
+# original Go driver's schemas.
+VECTORS_PATH = Path(__file__).parent / "data" / "cty-msgpack.json"
+
+
+def _vectors() -> dict:
+    return json.loads(VECTORS_PATH.read_text())
+
+
+def _original_spec(name: str) -> hclspec.Spec:
+    return hclspec.spec_from_protojson(_vectors()["specs"][name]["protojson"])
+
+
+def _without(spec: hclspec.Spec, path: tuple[str, ...]) -> hclspec.Spec:
+    """Return `spec` with the attribute at `path` (through blocks) removed."""
+    assert isinstance(spec, hclspec.Object)
+    head, *rest = path
+    attributes = dict(spec.attributes)
+    if not rest:
+        del attributes[head]
+        return hclspec.Object(attributes)
+    member = attributes[head]
+    if isinstance(member, hclspec.Default):
+        block = member.primary
+        assert isinstance(block, hclspec.Block)
+        nested = _without(block.nested, tuple(rest))
+        member = hclspec.Default(
+            hclspec.Block(block.name, nested, block.required), member.default
+        )
+    attributes[head] = member
+    return hclspec.Object(attributes)
+
+
+def test_task_spec_extends_original_with_wasi_only() -> None:
+    ours = config.task_config_spec()
+    assert _without(ours, ("wasi",)) == _original_spec("wasm-task-config")
+
+
+def test_plugin_spec_extends_original_with_cache_dir_only() -> None:
+    ours = config.plugin_config_spec()
+    assert _without(ours, ("cache", "dir")) == _original_spec("wasm-plugin-config")
+
+
+@pytest.mark.parametrize(
+    "vector",
+    [v for v in _vectors()["vectors"] if "hex" in v],
+    ids=lambda v: v["name"],
+)
+def test_vector_bytes_decode(vector: dict) -> None:
+    data = bytes.fromhex(vector["hex"])
+    if vector["spec"] == "wasm-task-config":
+        decoded = config.decode_task_config(data)
+        assert decoded.module_path == vector["value"]["modulePath"]
+        main = vector["value"]["main"]
+        assert decoded.main.func_name == main["mainFuncName"]
+        expected_args = [Decimal(str(a)) for a in main.get("args") or []]
+        assert [Decimal(str(a)) for a in decoded.main.args] == expected_args
+        assert decoded.io_buffer.enabled == vector["value"]["ioBuffer"]["enabled"]
+    else:
+        decoded_plugin = config.decode_plugin_config(data)
+        cache = vector["value"]["cache"]
+        assert decoded_plugin.cache.enabled == cache["enabled"]
+        assert decoded_plugin.cache.type == cache["type"]
+        assert decoded_plugin.cache.size == cache["size"]
+        assert (
+            decoded_plugin.cache.expiration.entry_ttl == cache["expiration"]["entryTTL"]
+        )
+
+
+def test_task_example_decodes() -> None:
+    example = next(
+        v for v in _vectors()["vectors"] if v["name"] == "task_config_example"
+    )
+    decoded = config.decode_task_config(bytes.fromhex(example["hex"]))
+    assert decoded == TaskConfig(
+        module_path="example/wasm-modules/sum.wasm",
+        main=MainCall("sum", (123456, 678910)),
+        io_buffer=IOBuffer(),
+    )
+
+
+def test_task_inexact_number_keeps_decimal_text() -> None:
+    vector = next(
+        v for v in _vectors()["vectors"] if v["name"] == "task_args_inexact_float"
+    )
+    decoded = config.decode_task_config(bytes.fromhex(vector["hex"]))
+    assert decoded.main.args == ("0.1",)
+
+
+def test_plugin_empty_bytes_give_defaults() -> None:
+    assert config.decode_plugin_config(b"") == PluginConfig()
+
+
+def test_plugin_empty_vector_gives_defaults() -> None:
+    vector = next(
+        v for v in _vectors()["vectors"] if v["name"] == "plugin_config_empty"
+    )
+    assert config.decode_plugin_config(bytes.fromhex(vector["hex"])) == PluginConfig()
+
+
+def _plugin_bytes(cache: dict) -> bytes:
+    full = {
+        "enabled": True,
+        "type": "lfu",
+        "size": 5,
+        "expiration": {"enabled": True, "entryTTL": 600},
+        "preCache": {"enabled": False},
+        "dir": None,
+    }
+    full.update(cache)
+    return msgpack.packb({"cache": full})
+
+
+@pytest.mark.parametrize(
+    ("cache", "message"),
+    [
+        ({"type": "mru"}, r'invalid cache\.type "mru": expected one of lfu, lru, arc'),
+        ({"size": 0}, r"invalid cache\.size 0: must be a whole number greater than 0"),
+        ({"size": -3}, r"invalid cache\.size -3"),
+        ({"size": 2.5}, r"invalid cache\.size 2\.5"),
+        ({"size": "abc"}, r'invalid cache\.size "abc": expected a number'),
+        (
+            {"expiration": {"enabled": True, "entryTTL": 0}},
+            r"invalid cache\.expiration\.entryTTL 0: .*cache\.expiration\.enabled",
+        ),
+        ({"enabled": "yes"}, r'invalid cache\.enabled "yes": expected a bool'),
+        ({"dir": ""}, r'invalid cache\.dir "": must not be empty'),
+    ],
+    ids=[
+        "type",
+        "size-zero",
+        "size-negative",
+        "size-fraction",
+        "size-text",
+        "ttl",
+        "bool",
+        "dir",
+    ],
+)
+def test_plugin_invalid_values_name_key(cache: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.decode_plugin_config(_plugin_bytes(cache))
+
+
+def test_plugin_ttl_ignored_when_expiration_disabled() -> None:
+    data = _plugin_bytes({"expiration": {"enabled": False, "entryTTL": 0}})
+    assert config.decode_plugin_config(data).cache.expiration.enabled is False
+
+
+def test_plugin_numbers_as_strings() -> None:
+    data = _plugin_bytes(
+        {"size": "10", "expiration": {"enabled": True, "entryTTL": "0.5"}}
+    )
+    settings = config.decode_plugin_config(data).cache
+    assert settings == CacheSettings(size=10, expiration=settings.expiration)
+    assert settings.expiration.entry_ttl == 0.5
+
+
+def test_plugin_garbage_bytes_rejected() -> None:
+    with pytest.raises(ConfigError, match="failed to decode plugin config msgpack"):
+        config.decode_plugin_config(b"\xc1")
+
+
+def test_task_missing_module_path_rejected() -> None:
+    with pytest.raises(ConfigError, match="missing modulePath: it is required"):
+        config.decode_task_config(msgpack.packb({"main": None}))
+
+
+def test_task_io_buffer_size_checked() -> None:
+    data = msgpack.packb(
+        {"modulePath": "m.wasm", "ioBuffer": {"enabled": True, "size": 0}}
+    )
+    with pytest.raises(ConfigError, match=r"invalid ioBuffer\.size 0"):
+        config.decode_task_config(data)
+
+
+def test_task_wasi_block_decodes() -> None:
+    data = msgpack.packb(
+        {
+            "modulePath": "m.wasm",
+            "wasi": {
+                "args": ["-v", "x"],
+                "preopen": [
+                    {"hostPath": "local", "guestPath": "/data", "readOnly": True},
+                    {"hostPath": "alloc/data", "guestPath": None, "readOnly": None},
+                ],
+            },
+        }
+    )
+    wasi = config.decode_task_config(data).wasi
+    assert wasi.args == ("-v", "x")
+    assert wasi.preopens == (
+        WasiPreopen("local", "/data", True),
+        WasiPreopen("alloc/data", "alloc/data", False),
+    )
+
+
+def test_task_wasi_preopen_needs_host_path() -> None:
+    data = msgpack.packb(
+        {"modulePath": "m.wasm", "wasi": {"preopen": [{"guestPath": "/d"}]}}
+    )
+    with pytest.raises(ConfigError, match=r"missing wasi\.preopen\.hostPath"):
+        config.decode_task_config(data)
