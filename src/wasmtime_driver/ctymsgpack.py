@@ -24,7 +24,8 @@ from decimal import Decimal
 
 import msgpack  # type: ignore[import-untyped]
 
-from wasmtime_driver.hcldec import MapType, ObjectType, Value, number_text
+from wasmtime_driver.ctytypes import MapType, ObjectType
+from wasmtime_driver.ctyvalue import Value, number_text
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1

@@ -24,7 +24,7 @@ from typing import Any
 from lark.exceptions import LarkError, UnexpectedInput, UnexpectedToken
 
 from wasmtime_driver.errors import ConfigError
-from wasmtime_driver.hcldec import native_to_json, parse_hcl, unquote_key
+from wasmtime_driver.hclexpr import native_to_json, parse_hcl, unquote_key
 
 logger = logging.getLogger(__name__)
 
