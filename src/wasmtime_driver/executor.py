@@ -1,0 +1,167 @@
+"""Running tasks: the `thread` isolation mode.
+
+Each task runs on a worker thread of the plugin process, which gives the
+lowest start latency. A task is stopped through its Interrupt, which traps
+the running WebAssembly within a few milliseconds without touching other
+tasks. Tasks end with the plugin process, so none survive a plugin restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import wasmtime
+
+from .cache import ModuleCache
+from .engine import Interrupt
+from .errors import TaskError
+from .handle import ExitResult, TaskRequest, TaskUsage
+from .logfiles import open_logs
+from .runtime import TaskInterrupted, TaskIO, resolve_module_path, run_task
+from .settings import TaskConfig
+
+log = logging.getLogger(__name__)
+
+# Each running task holds one worker thread until it ends, so the pool must
+# be larger than the number of tasks Nomad may run at once on one node.
+MAX_TASK_THREADS = 1024
+
+
+@dataclass
+class RunningTask:
+    """A task on its worker thread; the thread fills in `native_id`."""
+
+    request: TaskRequest
+    interrupt: Interrupt = field(default_factory=Interrupt)
+    stop_signal: int = 0
+    native_id: int | None = None
+    _last_sample: tuple[float, float] | None = None
+
+    def stop(self, signal_number: int) -> None:
+        if not self.stop_signal:
+            self.stop_signal = signal_number
+        self.interrupt.request()
+
+    def usage(self) -> TaskUsage:
+        """Sample the CPU time of the task's thread."""
+        now = time.monotonic()
+        user, system = _thread_times(self.native_id)
+        percent = 0.0
+        if self._last_sample is not None:
+            last_time, last_cpu = self._last_sample
+            if now > last_time:
+                percent = 100.0 * (user + system - last_cpu) / (now - last_time)
+        self._last_sample = (now, user + system)
+        return TaskUsage(time.time(), user, system, max(percent, 0.0))
+
+
+class ThreadExecutor:
+    """Starts tasks on worker threads and reports how they ended."""
+
+    def __init__(self, engine: wasmtime.Engine, cache: ModuleCache, cwd: Path) -> None:
+        self._engine = engine
+        self._cache = cache
+        self._cwd = cwd
+        self._pool = ThreadPoolExecutor(MAX_TASK_THREADS, thread_name_prefix="task")
+
+    async def start(
+        self, request: TaskRequest, config: TaskConfig
+    ) -> tuple[RunningTask, asyncio.Future[ExitResult]]:
+        """Open the task's logs and start it; raises LogOpenError if they fail."""
+        stdout, stderr = await open_logs(request.stdout_path, request.stderr_path)
+        task = RunningTask(request)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self._pool, self._run, task, config, stdout, stderr
+        )
+        return task, future
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(
+        self, task: RunningTask, config: TaskConfig, stdout: BinaryIO, stderr: BinaryIO
+    ) -> ExitResult:
+        task.native_id = threading.get_native_id()
+        try:
+            return self._run_module(task, config, stdout, stderr)
+        finally:
+            _close_quietly(stdout)
+            _close_quietly(stderr)
+
+    def _run_module(
+        self, task: RunningTask, config: TaskConfig, stdout: BinaryIO, stderr: BinaryIO
+    ) -> ExitResult:
+        request = task.request
+        try:
+            if task.interrupt.requested:
+                raise TaskInterrupted("task stopped before it started")
+            path = resolve_module_path(config.module_path, request.task_dir, self._cwd)
+            module = self._cache.load(path)
+            io = TaskIO(
+                stdout=stdout,
+                stderr=stderr,
+                env=request.env,
+                task_dir=request.task_dir,
+                alloc_dir=request.alloc_dir,
+                module_name=path.name,
+                memory_limit_bytes=request.memory_limit_bytes,
+            )
+            exit_code = run_task(self._engine, module, config, io, task.interrupt)
+            return ExitResult(exit_code=exit_code)
+        except TaskInterrupted:
+            number = task.stop_signal or signal.SIGKILL
+            return ExitResult(exit_code=128 + number, signal=number)
+        except TaskError as err:
+            _report(stderr, str(err))
+            return ExitResult(exit_code=err.exit_code, err=str(err))
+        except Exception as err:  # a bug: keep the plugin serving other tasks
+            log.exception("task failed unexpectedly", extra={"task_id": request.id})
+            message = f"internal driver error: {err}"
+            _report(stderr, message)
+            return ExitResult(exit_code=1, err=message)
+
+
+def _report(stderr: BinaryIO, message: str) -> None:
+    # The operator reads this with `nomad alloc logs -stderr`.
+    try:
+        stderr.write(message.encode() + b"\n")
+    except OSError:
+        pass
+
+
+def _close_quietly(file: BinaryIO) -> None:
+    try:
+        file.close()
+    except OSError:
+        pass
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _thread_times(native_id: int | None) -> tuple[float, float]:
+    """Return a thread's user and system CPU seconds from /proc.
+
+    psutil lists every thread of the process to find one, which costs
+    O(threads) per sample; this reads the one thread's stat file.
+    """
+    if native_id is None:
+        return 0.0, 0.0
+    try:
+        with open(f"/proc/self/task/{native_id}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:
+        return 0.0, 0.0
+    # The command name in brackets may contain spaces, so split after it.
+    fields = text[text.rindex(b")") + 2 :].split()
+    return int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS

@@ -1,0 +1,182 @@
+"""The task manager: the table of tasks and their lifecycle.
+
+It runs on the event loop only. The servicer translates each Nomad RPC into
+one call here, and the executor runs the task itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from .config import decode_task_config
+from .errors import DriverError, TaskNotFoundError
+from .events import EventBroker, TaskEvent
+from .executor import RunningTask, ThreadExecutor
+from .handle import ExitResult, TaskHandle, TaskRequest, TaskUsage
+
+log = logging.getLogger(__name__)
+
+# Nomad's executor sends SIGINT when a job sets no kill_signal.
+DEFAULT_STOP_SIGNAL = "SIGINT"
+
+
+class TaskManager:
+    """Owns every task of this plugin process, keyed by Nomad's task id."""
+
+    def __init__(self, executor: ThreadExecutor, events: EventBroker) -> None:
+        self._executor = executor
+        self._events = events
+        self._handles: dict[str, TaskHandle] = {}
+        self._running: dict[str, RunningTask] = {}
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def get(self, task_id: str) -> TaskHandle:
+        try:
+            return self._handles[task_id]
+        except KeyError:
+            raise TaskNotFoundError(task_id) from None
+
+    async def start(self, request: TaskRequest) -> TaskHandle:
+        """Start a task; raises ConfigError, LogOpenError or DriverError."""
+        if request.id in self._handles:
+            return self._handles[request.id]
+
+        config = decode_task_config(request.driver_config)
+        running, future = await self._executor.start(request, config)
+        handle = TaskHandle(request, config)
+        self._handles[request.id] = handle
+        self._running[request.id] = running
+        future.add_done_callback(lambda f: self._on_exit(handle, f))
+
+        log.info(
+            "task started",
+            extra=_task_fields(request) | {"module_path": config.module_path},
+        )
+        self._publish(request, f"started module {config.module_path}")
+        return handle
+
+    def recover(self, task_id: str) -> None:
+        """Confirm that a task from Nomad's persisted handle is still known.
+
+        Tasks run on threads of the plugin process, so a task is recoverable
+        only by the process that started it. Claiming any other task would
+        leave Nomad waiting on a task that no longer runs.
+        """
+        if task_id in self._handles:
+            return
+        raise DriverError(
+            f"cannot recover task {task_id!r}: it ran inside an earlier plugin "
+            "process and ended with it; Nomad will start it again"
+        )
+
+    async def wait(self, task_id: str) -> ExitResult:
+        handle = self.get(task_id)
+        await handle.done.wait()
+        assert handle.result is not None
+        return handle.result
+
+    async def stop(self, task_id: str, timeout: float, signal_name: str) -> None:
+        """Interrupt a task and wait up to `timeout` seconds for it to end.
+
+        WebAssembly cannot catch a signal, so the signal only decides how the
+        exit is reported; the task is interrupted at once either way.
+        """
+        handle = self._handles.get(task_id)
+        running = self._running.get(task_id)
+        if handle is None or running is None or handle.done.is_set():
+            return
+
+        running.stop(_signal_number(signal_name or DEFAULT_STOP_SIGNAL))
+        self._publish(handle.request, f"stopping task with {signal_name or 'SIGINT'}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handle.done.wait(), max(timeout, 0.001))
+        if not handle.done.is_set():
+            log.warning(
+                "task did not stop within its kill timeout",
+                extra=_task_fields(handle.request) | {"timeout": timeout},
+            )
+
+    async def destroy(self, task_id: str, force: bool) -> None:
+        handle = self._handles.get(task_id)
+        if handle is None:
+            return
+        if not handle.done.is_set():
+            if not force:
+                raise _StillRunningError(task_id)
+            await self.stop(task_id, 5.0, "SIGKILL")
+        self._handles.pop(task_id, None)
+        self._running.pop(task_id, None)
+        log.info("task destroyed", extra=_task_fields(handle.request))
+
+    async def usage(self, task_id: str, interval: float) -> AsyncIterator[TaskUsage]:
+        """Yield a sample at once, then one per interval while the task runs."""
+        handle = self.get(task_id)
+        running = self._running[task_id]
+        while True:
+            yield running.usage()
+            if handle.done.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(handle.done.wait(), interval)
+
+    def _on_exit(self, handle: TaskHandle, future: asyncio.Future[ExitResult]) -> None:
+        if future.cancelled():
+            result = ExitResult(exit_code=1, err="task was cancelled")
+        elif future.exception() is not None:
+            result = ExitResult(exit_code=1, err=f"task failed: {future.exception()}")
+        else:
+            result = future.result()
+        handle.finish(result)
+
+        fields = _task_fields(handle.request) | {
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+        }
+        if result.err:
+            log.info("task failed", extra=fields | {"error": result.err})
+        else:
+            log.info("task exited", extra=fields)
+        self._publish(handle.request, _exit_message(result))
+
+    def _publish(self, request: TaskRequest, message: str) -> None:
+        self._events.publish(
+            TaskEvent(request.id, request.alloc_id, request.name, message)
+        )
+
+
+class _StillRunningError(DriverError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"cannot destroy task {task_id!r} while it runs: stop it first or "
+            "destroy it with force"
+        )
+
+
+def _signal_number(name: str) -> int:
+    try:
+        return int(signal.Signals[name.upper()])
+    except KeyError:
+        log.warning("unknown stop signal, using SIGINT instead", extra={"signal": name})
+        return int(signal.SIGINT)
+
+
+def _exit_message(result: ExitResult) -> str:
+    if result.err:
+        return f"task failed: {result.err}"
+    if result.signal:
+        return f"task stopped by {signal.Signals(result.signal).name}"
+    return f"task exited with code {result.exit_code}"
+
+
+def _task_fields(request: TaskRequest) -> dict[str, object]:
+    return {
+        "task_id": request.id,
+        "alloc_id": request.alloc_id,
+        "task_name": request.name,
+    }
