@@ -13,7 +13,6 @@ import pytest
 import wasmtime
 from google.protobuf import duration_pb2
 from grpc_status import rpc_status
-
 from plugin_harness import (
     REPO,
     AllocDir,
@@ -24,6 +23,7 @@ from plugin_harness import (
     task_config_bytes,
     task_request,
 )
+
 from wasmtime_driver.protocol import (
     base_pb2,
     driver_pb2,
@@ -69,7 +69,9 @@ def _run(
     request = task_request(alloc.create(), config)
     plugin.driver.StartTask(request, timeout=30)
     task_id = request.task.id
-    result = plugin.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=task_id), timeout=60)
+    result = plugin.driver.WaitTask(
+        driver_pb2.WaitTaskRequest(task_id=task_id), timeout=60
+    )
     alloc.wait_for_eof()
     plugin.driver.DestroyTask(
         driver_pb2.DestroyTaskRequest(task_id=task_id, force=True), timeout=10
@@ -125,9 +127,13 @@ def test_sum_prints_result(plugin: Plugin, modules: Path, tmp_path: Path) -> Non
     assert bytes(alloc.stdout) == b"802366\n"
 
 
-def test_relative_module_found_in_task_dir(plugin: Plugin, modules: Path, tmp_path: Path) -> None:
+def test_relative_module_found_in_task_dir(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
     alloc = AllocDir(tmp_path, "rel").create()
-    (alloc.root / "rel" / "local" / "m.wasm").write_bytes((modules / "sum.wasm").read_bytes())
+    (alloc.root / "rel" / "local" / "m.wasm").write_bytes(
+        (modules / "sum.wasm").read_bytes()
+    )
     request = task_request(alloc, task_config_bytes("local/m.wasm", "sum", [1, 2]))
     plugin.driver.StartTask(request, timeout=30)
     result = plugin.driver.WaitTask(
@@ -149,9 +155,13 @@ def test_missing_module_fails_task_only(plugin: Plugin, tmp_path: Path) -> None:
     assert info.name == "wasmtime"
 
 
-def test_missing_function_fails_task(plugin: Plugin, modules: Path, tmp_path: Path) -> None:
+def test_missing_function_fails_task(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
     alloc = AllocDir(tmp_path, "nofunc")
-    result, _ = _run(plugin, alloc, task_config_bytes(str(modules / "sum.wasm"), "nope"))
+    result, _ = _run(
+        plugin, alloc, task_config_bytes(str(modules / "sum.wasm"), "nope")
+    )
     assert result.result.exit_code != 0
     assert "'nope'" in result.err
     assert "nope" in alloc.stderr.decode()
@@ -159,14 +169,20 @@ def test_missing_function_fails_task(plugin: Plugin, modules: Path, tmp_path: Pa
 
 def test_trap_fails_task(plugin: Plugin, modules: Path, tmp_path: Path) -> None:
     alloc = AllocDir(tmp_path, "trap")
-    result, _ = _run(plugin, alloc, task_config_bytes(str(modules / "trap.wasm"), "boom"))
+    result, _ = _run(
+        plugin, alloc, task_config_bytes(str(modules / "trap.wasm"), "boom")
+    )
     assert result.result.exit_code != 0
     assert "unreachable" in result.err
 
 
-def test_wait_task_several_waiters(plugin: Plugin, modules: Path, tmp_path: Path) -> None:
+def test_wait_task_several_waiters(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
     alloc = AllocDir(tmp_path, "waiters").create()
-    request = task_request(alloc, task_config_bytes(str(modules / "sum.wasm"), "sum", [2, 3]))
+    request = task_request(
+        alloc, task_config_bytes(str(modules / "sum.wasm"), "sum", [2, 3])
+    )
     plugin.driver.StartTask(request, timeout=30)
     wait = driver_pb2.WaitTaskRequest(task_id=request.task.id)
     futures = [plugin.driver.WaitTask.future(wait, timeout=60) for _ in range(3)]
@@ -178,7 +194,9 @@ def test_wait_task_several_waiters(plugin: Plugin, modules: Path, tmp_path: Path
     alloc.wait_for_eof()
 
 
-def test_stop_interrupts_spinning_task(plugin: Plugin, modules: Path, tmp_path: Path) -> None:
+def test_stop_interrupts_spinning_task(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
     alloc = AllocDir(tmp_path, "spin").create()
     request = task_request(alloc, task_config_bytes(str(modules / "spin.wasm"), "spin"))
     plugin.driver.StartTask(request, timeout=30)
@@ -193,7 +211,8 @@ def test_stop_interrupts_spinning_task(plugin: Plugin, modules: Path, tmp_path: 
 
     stats = plugin.driver.TaskStats(
         driver_pb2.TaskStatsRequest(
-            task_id=task_id, collection_interval=duration_pb2.Duration(nanos=100_000_000)
+            task_id=task_id,
+            collection_interval=duration_pb2.Duration(nanos=100_000_000),
         ),
         timeout=30,
     )
@@ -248,13 +267,17 @@ def test_start_handle_echoes_task_config(
     plugin: Plugin, modules: Path, tmp_path: Path
 ) -> None:
     alloc = AllocDir(tmp_path, "handle").create()
-    request = task_request(alloc, task_config_bytes(str(modules / "sum.wasm"), "sum", [1, 1]))
+    request = task_request(
+        alloc, task_config_bytes(str(modules / "sum.wasm"), "sum", [1, 1])
+    )
     response = plugin.driver.StartTask(request, timeout=30)
     assert response.handle.config == request.task
     assert response.handle.version >= 1
     state = msgpack.unpackb(response.handle.driver_state)
     assert state["task_id"] == request.task.id
-    plugin.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=request.task.id), timeout=60)
+    plugin.driver.WaitTask(
+        driver_pb2.WaitTaskRequest(task_id=request.task.id), timeout=60
+    )
     alloc.wait_for_eof()
 
     # Recovering a task this process knows is accepted, idempotently.
@@ -268,7 +291,9 @@ def test_recover_unknown_task_rejected(plugin: Plugin) -> None:
         version=1, config=driver_pb2.TaskConfig(id="gone/task/00000000")
     )
     with pytest.raises(grpc.RpcError) as error:
-        plugin.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=handle), timeout=10)
+        plugin.driver.RecoverTask(
+            driver_pb2.RecoverTaskRequest(handle=handle), timeout=10
+        )
     assert "gone/task/00000000" in error.value.details()
 
 
@@ -290,7 +315,9 @@ def test_unreadable_log_is_recoverable_error(
 
 def test_invalid_task_config_not_recoverable(plugin: Plugin, tmp_path: Path) -> None:
     alloc = AllocDir(tmp_path, "badconfig").create()
-    config = msgpack.packb({"modulePath": "m.wasm", "ioBuffer": {"enabled": True, "size": -1}})
+    config = msgpack.packb(
+        {"modulePath": "m.wasm", "ioBuffer": {"enabled": True, "size": -1}}
+    )
     with pytest.raises(grpc.RpcError) as error:
         plugin.driver.StartTask(task_request(alloc, config), timeout=30)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -313,14 +340,20 @@ def test_unsupported_rpcs_explain(plugin: Plugin, rpc: str) -> None:
 
 def test_stop_unknown_task_is_ok(plugin: Plugin) -> None:
     plugin.driver.StopTask(driver_pb2.StopTaskRequest(task_id="unknown"), timeout=10)
-    plugin.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id="unknown"), timeout=10)
+    plugin.driver.DestroyTask(
+        driver_pb2.DestroyTaskRequest(task_id="unknown"), timeout=10
+    )
 
 
-def test_task_events_report_start(plugin: Plugin, modules: Path, tmp_path: Path) -> None:
+def test_task_events_report_start(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
     events = plugin.driver.TaskEvents(driver_pb2.TaskEventsRequest(), timeout=30)
     time.sleep(0.2)  # let the subscription reach the plugin
     alloc = AllocDir(tmp_path, "events")
-    _, task_id = _run(plugin, alloc, task_config_bytes(str(modules / "sum.wasm"), "sum", [1, 2]))
+    _, task_id = _run(
+        plugin, alloc, task_config_bytes(str(modules / "sum.wasm"), "sum", [1, 2])
+    )
     received = list(iterate(events, 2))
     assert received[0].task_id == task_id
     assert received[0].task_name == "events"
@@ -345,7 +378,9 @@ def test_plugin_cwd_relative_module(tmp_path: Path) -> None:
     try:
         configure(plugin, {"dir": str(tmp_path / "cache")})
         alloc = AllocDir(tmp_path / "alloc", "cwd")
-        result, _ = _run(plugin, alloc, task_config_bytes("mods/sum.wasm", "sum", [40, 2]))
+        result, _ = _run(
+            plugin, alloc, task_config_bytes("mods/sum.wasm", "sum", [40, 2])
+        )
         assert result.result.exit_code == 0
         assert bytes(alloc.stdout) == b"42\n"
     finally:

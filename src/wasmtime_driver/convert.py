@@ -61,15 +61,22 @@ def spec_to_proto(spec: hclspec.Spec) -> hcl_spec_pb2.Spec:
 def _repeated_block_to_proto(
     spec: hclspec.BlockList | hclspec.BlockSet,
 ) -> hcl_spec_pb2.Spec:
-    fields = {
-        "name": spec.name,
-        "min_items": spec.min_items,
-        "max_items": spec.max_items,
-        "nested": spec_to_proto(spec.nested),
-    }
+    nested = spec_to_proto(spec.nested)
     if isinstance(spec, hclspec.BlockList):
-        return hcl_spec_pb2.Spec(block_list=hcl_spec_pb2.BlockList(**fields))
-    return hcl_spec_pb2.Spec(block_set=hcl_spec_pb2.BlockSet(**fields))
+        block_list = hcl_spec_pb2.BlockList(
+            name=spec.name,
+            min_items=spec.min_items,
+            max_items=spec.max_items,
+            nested=nested,
+        )
+        return hcl_spec_pb2.Spec(block_list=block_list)
+    block_set = hcl_spec_pb2.BlockSet(
+        name=spec.name,
+        min_items=spec.min_items,
+        max_items=spec.max_items,
+        nested=nested,
+    )
+    return hcl_spec_pb2.Spec(block_set=block_set)
 
 
 def spec_from_proto(message: hcl_spec_pb2.Spec) -> hclspec.Spec:

@@ -104,7 +104,7 @@ class ThreadExecutor:
         request = task.request
         try:
             if task.interrupt.requested:
-                raise TaskInterrupted("task stopped before it started")
+                raise TaskInterrupted()
             path = resolve_module_path(config.module_path, request.task_dir, self._cwd)
             module = self._cache.load(path)
             io = TaskIO(

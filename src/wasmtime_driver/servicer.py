@@ -29,7 +29,13 @@ from .convert import (
     task_stats_to_proto,
     task_status_to_proto,
 )
-from .driver import DRIVER_NAME, FINGERPRINT_INTERVAL, PLUGIN_API_VERSIONS, WasmtimeDriver
+from .driver import (
+    DRIVER_NAME,
+    FINGERPRINT_INTERVAL,
+    PLUGIN_API_VERSIONS,
+    Fingerprint,
+    WasmtimeDriver,
+)
 from .errors import ConfigError, DriverError, TaskNotFoundError
 from .handle import TASK_HANDLE_VERSION, TaskHandle
 from .logfiles import LogOpenError
@@ -44,6 +50,7 @@ from .protocol import (
 
 log = logging.getLogger(__name__)
 
+Context = grpc.aio.ServicerContext[Any, Any]
 Response = TypeVar("Response")
 Method = Callable[..., Awaitable[Response]]
 
@@ -52,9 +59,7 @@ def _translating_errors(method: Method[Response]) -> Method[Response]:
     """Turn the driver's exceptions into gRPC statuses for a unary method."""
 
     @functools.wraps(method)
-    async def wrapper(
-        self: Any, request: Any, context: grpc.aio.ServicerContext
-    ) -> Response:
+    async def wrapper(self: Any, request: Any, context: Context) -> Response:
         try:
             return await method(self, request, context)
         except (DriverError, ValueError) as err:
@@ -64,7 +69,7 @@ def _translating_errors(method: Method[Response]) -> Method[Response]:
     return wrapper
 
 
-async def _abort(context: grpc.aio.ServicerContext, err: Exception, rpc: str) -> None:
+async def _abort(context: Context, err: Exception, rpc: str) -> None:
     if isinstance(err, LogOpenError):
         # Nomad restarts a task whose start failed with this detail, per
         # the job's restart policy; logmon may simply not be ready yet.
@@ -79,7 +84,7 @@ async def _abort(context: grpc.aio.ServicerContext, err: Exception, rpc: str) ->
     await context.abort(grpc.StatusCode.INTERNAL, f"{rpc} failed: {err}")
 
 
-async def _abort_recoverable(context: grpc.aio.ServicerContext, message: str) -> None:
+async def _abort_recoverable(context: Context, message: str) -> None:
     detail = any_pb2.Any()
     detail.Pack(recoverable_error_pb2.RecoverableError(recoverable=True))
     status = status_pb2.Status(
@@ -93,7 +98,7 @@ class BasePluginServicer(base_pb2_grpc.BasePluginServicer):
         self._driver = driver
 
     async def PluginInfo(
-        self, request: base_pb2.PluginInfoRequest, context: grpc.aio.ServicerContext
+        self, request: base_pb2.PluginInfoRequest, context: Context
     ) -> base_pb2.PluginInfoResponse:
         return base_pb2.PluginInfoResponse(
             type=base_pb2.PluginType.DRIVER,
@@ -103,13 +108,13 @@ class BasePluginServicer(base_pb2_grpc.BasePluginServicer):
         )
 
     async def ConfigSchema(
-        self, request: base_pb2.ConfigSchemaRequest, context: grpc.aio.ServicerContext
+        self, request: base_pb2.ConfigSchemaRequest, context: Context
     ) -> base_pb2.ConfigSchemaResponse:
         return base_pb2.ConfigSchemaResponse(spec=spec_to_proto(plugin_config_spec()))
 
     @_translating_errors
     async def SetConfig(
-        self, request: base_pb2.SetConfigRequest, context: grpc.aio.ServicerContext
+        self, request: base_pb2.SetConfigRequest, context: Context
     ) -> base_pb2.SetConfigResponse:
         long_lived = request.HasField("nomad_config")
         await self._driver.set_config(request.msgpack_config, long_lived)
@@ -121,12 +126,14 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         self._driver = driver
 
     async def TaskConfigSchema(
-        self, request: Any, context: grpc.aio.ServicerContext
+        self, request: Any, context: Context
     ) -> driver_pb2.TaskConfigSchemaResponse:
-        return driver_pb2.TaskConfigSchemaResponse(spec=spec_to_proto(task_config_spec()))
+        return driver_pb2.TaskConfigSchemaResponse(
+            spec=spec_to_proto(task_config_spec())
+        )
 
     async def Capabilities(
-        self, request: Any, context: grpc.aio.ServicerContext
+        self, request: Any, context: Context
     ) -> driver_pb2.CapabilitiesResponse:
         # Tasks see the host's paths (NONE), so Nomad puts host paths into
         # NOMAD_TASK_DIR and friends.
@@ -139,7 +146,7 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         return driver_pb2.CapabilitiesResponse(capabilities=capabilities)
 
     async def Fingerprint(
-        self, request: Any, context: grpc.aio.ServicerContext
+        self, request: Any, context: Context
     ) -> AsyncIterator[driver_pb2.FingerprintResponse]:
         # The stream stays open until Nomad cancels it: if it ended, Nomad
         # would open it again at once, in a loop.
@@ -149,14 +156,14 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
             await asyncio.sleep(FINGERPRINT_INTERVAL)
 
     async def TaskEvents(
-        self, request: Any, context: grpc.aio.ServicerContext
+        self, request: Any, context: Context
     ) -> AsyncIterator[driver_pb2.DriverTaskEvent]:
         async for event in self._driver.events.subscribe():
             yield task_event_to_proto(event)
 
     @_translating_errors
     async def StartTask(
-        self, request: driver_pb2.StartTaskRequest, context: grpc.aio.ServicerContext
+        self, request: driver_pb2.StartTaskRequest, context: Context
     ) -> driver_pb2.StartTaskResponse:
         handle = await self._driver.tasks.start(task_request_from_proto(request.task))
         task_handle = driver_pb2.TaskHandle(
@@ -171,7 +178,7 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
 
     @_translating_errors
     async def WaitTask(
-        self, request: driver_pb2.WaitTaskRequest, context: grpc.aio.ServicerContext
+        self, request: driver_pb2.WaitTaskRequest, context: Context
     ) -> driver_pb2.WaitTaskResponse:
         result = await self._driver.tasks.wait(request.task_id)
         return driver_pb2.WaitTaskResponse(
@@ -180,7 +187,7 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
 
     @_translating_errors
     async def StopTask(
-        self, request: driver_pb2.StopTaskRequest, context: grpc.aio.ServicerContext
+        self, request: driver_pb2.StopTaskRequest, context: Context
     ) -> driver_pb2.StopTaskResponse:
         timeout = request.timeout.ToTimedelta().total_seconds()
         await self._driver.tasks.stop(request.task_id, timeout, request.signal)
@@ -188,14 +195,14 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
 
     @_translating_errors
     async def DestroyTask(
-        self, request: driver_pb2.DestroyTaskRequest, context: grpc.aio.ServicerContext
+        self, request: driver_pb2.DestroyTaskRequest, context: Context
     ) -> driver_pb2.DestroyTaskResponse:
         await self._driver.tasks.destroy(request.task_id, request.force)
         return driver_pb2.DestroyTaskResponse()
 
     @_translating_errors
     async def InspectTask(
-        self, request: driver_pb2.InspectTaskRequest, context: grpc.aio.ServicerContext
+        self, request: driver_pb2.InspectTaskRequest, context: Context
     ) -> driver_pb2.InspectTaskResponse:
         handle = self._driver.tasks.get(request.task_id)
         return driver_pb2.InspectTaskResponse(
@@ -203,7 +210,7 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         )
 
     async def TaskStats(
-        self, request: driver_pb2.TaskStatsRequest, context: grpc.aio.ServicerContext
+        self, request: driver_pb2.TaskStatsRequest, context: Context
     ) -> AsyncIterator[driver_pb2.TaskStatsResponse]:
         interval = request.collection_interval.ToTimedelta().total_seconds() or 1.0
         try:
@@ -216,42 +223,44 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
 
     @_translating_errors
     async def RecoverTask(
-        self, request: driver_pb2.RecoverTaskRequest, context: grpc.aio.ServicerContext
+        self, request: driver_pb2.RecoverTaskRequest, context: Context
     ) -> driver_pb2.RecoverTaskResponse:
         # Nomad leaves task_id empty; the handle's config carries the id.
         task_id = request.handle.config.id or request.task_id
         self._driver.tasks.recover(task_id)
         return driver_pb2.RecoverTaskResponse()
 
-    async def SignalTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def SignalTask(self, request: Any, context: Context) -> Any:
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
             "the wasmtime driver does not support signals: WebAssembly modules "
             "cannot handle them; use `nomad alloc stop` to stop a task",
         )
 
-    async def ExecTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ExecTask(self, request: Any, context: Context) -> Any:
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
             "the wasmtime driver does not support exec: a module has no shell "
             "or processes to run a command in",
         )
 
-    async def ExecTaskStreaming(
-        self, request_iterator: Any, context: grpc.aio.ServicerContext
+    # A handler that only aborts needs no stream of responses, whatever the
+    # generated base class declares.
+    async def ExecTaskStreaming(  # type: ignore[override]
+        self, request_iterator: Any, context: Context
     ) -> Any:
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
             "the wasmtime driver does not support `nomad alloc exec`",
         )
 
-    async def CreateNetwork(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def CreateNetwork(self, request: Any, context: Context) -> Any:
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
             "the wasmtime driver does not create networks",
         )
 
-    async def DestroyNetwork(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def DestroyNetwork(self, request: Any, context: Context) -> Any:
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
             "the wasmtime driver does not create networks",
@@ -263,7 +272,7 @@ def register_services(server: grpc.aio.Server, driver: WasmtimeDriver) -> None:
     driver_pb2_grpc.add_DriverServicer_to_server(DriverServicer(driver), server)
 
 
-def _fingerprint_to_proto(fingerprint: Any) -> driver_pb2.FingerprintResponse:
+def _fingerprint_to_proto(fingerprint: Fingerprint) -> driver_pb2.FingerprintResponse:
     health = driver_pb2.FingerprintResponse.HealthState
     response = driver_pb2.FingerprintResponse(
         health=health.HEALTHY if fingerprint.healthy else health.UNHEALTHY,
@@ -274,7 +283,7 @@ def _fingerprint_to_proto(fingerprint: Any) -> driver_pb2.FingerprintResponse:
     return response
 
 
-def _attribute(value: str | int | float | bool) -> attribute_pb2.Attribute:
+def _attribute(value: str | float | bool) -> attribute_pb2.Attribute:
     if isinstance(value, bool):
         return attribute_pb2.Attribute(bool_val=value)
     if isinstance(value, int):
@@ -292,4 +301,4 @@ def _driver_state(handle: TaskHandle) -> bytes:
         "started_at": handle.started_at,
         "isolation": "thread",
     }
-    return msgpack.packb(state)
+    return bytes(msgpack.packb(state))
