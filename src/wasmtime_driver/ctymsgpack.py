@@ -22,7 +22,7 @@ import math
 from collections.abc import Mapping
 from decimal import Decimal
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from wasmtime_driver.ctytypes import MapType, ObjectType
 from wasmtime_driver.ctyvalue import Value, number_text
