@@ -114,6 +114,7 @@ class ThreadExecutor:
                 task_dir=request.task_dir,
                 alloc_dir=request.alloc_dir,
                 module_name=path.name,
+                module_path=path,
                 memory_limit_bytes=request.memory_limit_bytes,
             )
             exit_code = run_task(self._engine, module, config, io, task.interrupt)

@@ -16,6 +16,7 @@ from .calling import (
     check_printable_results,
     find_function,
     format_results,
+    signatures_from_module,
     trap_reason,
 )
 from .engine import Interrupt, TaskInterrupted, create_store
@@ -23,6 +24,7 @@ from .errors import ModuleError, TaskError
 from .iobuffer import run_io_buffer
 from .settings import DEFAULT_MAIN_FUNC, TaskConfig
 from .wasi import check_imports, check_wasi_imports, create_linker, wasi_config
+from .wasmbinary import FuncSignature, read_function_exports
 
 __all__ = ["TaskIO", "TaskInterrupted", "resolve_module_path", "run_task"]
 
@@ -46,6 +48,11 @@ class TaskIO:
     # Nomad's memory limit for the task; linear memories and tables may not
     # grow past it. 0 leaves only wasmtime's own limits.
     memory_limit_bytes: int = 0
+    # The file `module` was compiled from. The driver reads function
+    # signatures from it, because wasmtime-py 50 aborts the process when asked
+    # for a signature that contains v128. None falls back to wasmtime's type
+    # API, which is only safe for modules without such signatures.
+    module_path: Path | None = None
 
 
 def resolve_module_path(module_path: str, task_dir: Path, cwd: Path) -> Path:
@@ -82,6 +89,7 @@ def run_task(
     A WASI `proc_exit(n)` returns n.
     """
     uses_wasi = check_imports(module)
+    signatures = _function_signatures(module, io)
     with ExitStack() as wasi_scope:
         store = create_store(engine, interrupt)
         if io.memory_limit_bytes > 0:
@@ -92,10 +100,18 @@ def run_task(
             store.set_wasi(wasi_scope.enter_context(_wasi_config(config, io)))
         try:
             exports = _instantiate(linker, store, module, interrupt)
-            _run_main(store, module, exports, config, io, interrupt)
+            _run_main(store, module, exports, signatures, config, io, interrupt)
         except wasmtime.ExitTrap as exit_trap:
             return exit_trap.code
     return 0
+
+
+def _function_signatures(
+    module: wasmtime.Module, io: TaskIO
+) -> Mapping[str, FuncSignature]:
+    if io.module_path is None:
+        return signatures_from_module(module)
+    return read_function_exports(io.module_path)
 
 
 def _wasi_config(
@@ -136,26 +152,33 @@ def _run_main(
     store: wasmtime.Store,
     module: wasmtime.Module,
     exports: Mapping[str, object],
+    signatures: Mapping[str, FuncSignature],
     config: TaskConfig,
     io: TaskIO,
     interrupt: Interrupt,
 ) -> None:
     if WASI_INITIALIZE in exports:
-        initialize = find_function(module, exports, WASI_INITIALIZE)
-        call_function(store, initialize, WASI_INITIALIZE, (), interrupt)
+        initialize, signature = find_function(signatures, exports, WASI_INITIALIZE)
+        call_function(store, initialize, WASI_INITIALIZE, signature, (), interrupt)
     if config.io_buffer.enabled:
         output = run_io_buffer(
-            store, module, exports, config.io_buffer, config.main, interrupt
+            store,
+            module,
+            exports,
+            config.io_buffer,
+            config.main,
+            interrupt,
+            signatures,
         )
         _write(io.stdout, output)
         return
     func_name = choose_function(config, exports)
-    func = find_function(module, exports, func_name)
-    check_printable_results(func_name, func.type(store))
-    func_type, result = call_function(
-        store, func, func_name, config.main.args, interrupt
+    func, signature = find_function(signatures, exports, func_name)
+    check_printable_results(func_name, signature)
+    result = call_function(
+        store, func, func_name, signature, config.main.args, interrupt
     )
-    _write(io.stdout, format_results(func_type, result).encode())
+    _write(io.stdout, format_results(signature, result).encode())
 
 
 def choose_function(config: TaskConfig, exports: Mapping[str, object]) -> str:
