@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -27,13 +28,17 @@ def run(
     config: TaskConfig,
     interrupt: Interrupt | None = None,
 ) -> tuple[int, bytes, bytes]:
-    if isinstance(wasm, Path):
-        module = wasmtime.Module.from_file(ENGINE, str(wasm))
+    if isinstance(wasm, str):
+        path = tmp_path / "module.wasm"
+        path.write_bytes(wasmtime.wat2wasm(wasm))
     else:
-        module = wasmtime.Module(ENGINE, wasm)
+        path = wasm
+    module = wasmtime.Module.from_file(ENGINE, str(path))
     stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        io = TaskIO(stdout, stderr, tmp_path, tmp_path, "module.wasm", {})
+        io = TaskIO(
+            stdout, stderr, tmp_path, tmp_path, "module.wasm", {}, module_path=path
+        )
         code = run_task(ENGINE, module, config, io, interrupt or Interrupt())
     return code, stdout_path.read_bytes(), stderr_path.read_bytes()
 
@@ -111,7 +116,8 @@ def test_run_task_no_result_prints_nothing(tmp_path: Path) -> None:
 def test_run_task_unprintable_result(tmp_path: Path) -> None:
     wat = '(module (func (export "f") (result funcref) ref.null func))'
     with pytest.raises(
-        TaskError, match="'f' returns funcref, which this driver cannot print"
+        TaskError,
+        match="function 'f' result 1 has type funcref, which the driver cannot print",
     ):
         run(tmp_path, wat, TaskConfig("", MainCall("f")))
 
@@ -207,6 +213,153 @@ def test_run_task_requested_before_start(tmp_path: Path) -> None:
             TaskConfig("", MainCall("sum", (1, 2))),
             interrupt,
         )
+
+
+# Each main function takes and returns i32 but computes with v128 inside.
+SIMD_WAT = """
+(module
+  (func (export "mul_lanes") (param i32 i32) (result i32)
+    local.get 0 i32x4.splat
+    local.get 1 i32x4.splat
+    i32x4.mul
+    i32x4.extract_lane 3)
+  (func (export "swizzle_byte") (param i32) (result i32)
+    v128.const i8x16 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25
+    local.get 0 i8x16.splat
+    i8x16.relaxed_swizzle
+    i8x16.extract_lane_u 0)
+  (func (export "v128_param") (param i32 v128) (result i32) local.get 0)
+  (func (export "v128_result") (result v128) v128.const i64x2 1 2)
+  (func (export "v128_second_result") (result i32 v128)
+    i32.const 1 v128.const i64x2 1 2))
+"""
+
+
+def test_run_task_simd_inside_function(tmp_path: Path) -> None:
+    config = TaskConfig("", MainCall("mul_lanes", (6, 7)))
+    assert run(tmp_path, SIMD_WAT, config) == (0, b"42\n", b"")
+
+
+def test_run_task_relaxed_simd(tmp_path: Path) -> None:
+    config = TaskConfig("", MainCall("swizzle_byte", (5,)))
+    assert run(tmp_path, SIMD_WAT, config) == (0, b"15\n", b"")
+
+
+@pytest.mark.parametrize(
+    ("main", "message"),
+    [
+        (
+            MainCall("v128_param", (1, 3)),
+            (
+                "function 'v128_param' argument 2 (value 3) has type v128, which "
+                "a job cannot pass; only i32, i64, f32 and f64 arguments are "
+                "supported"
+            ),
+        ),
+        (
+            MainCall("v128_param", (1,)),
+            "function 'v128_param' argument 2 has type v128, which a job cannot pass",
+        ),
+        (
+            MainCall("v128_result"),
+            (
+                "function 'v128_result' result 1 has type v128, which the driver "
+                "cannot print"
+            ),
+        ),
+        (
+            MainCall("v128_second_result"),
+            "function 'v128_second_result' result 2 has type v128",
+        ),
+    ],
+    ids=["param-given", "param-missing", "result", "second-result"],
+)
+def test_run_task_v128_signature_fails(
+    tmp_path: Path, main: MainCall, message: str
+) -> None:
+    # A v128 reaching wasmtime-py's type API would abort this test process.
+    with pytest.raises(TaskError, match=re.escape(message)):
+        run(tmp_path, SIMD_WAT, TaskConfig("", main))
+    config = TaskConfig("", MainCall("mul_lanes", (2, 3)))
+    assert run(tmp_path, SIMD_WAT, config) == (0, b"6\n", b"")
+
+
+def test_run_task_v128_initialize(tmp_path: Path) -> None:
+    wat = """
+    (module
+      (func (export "_initialize") (param v128))
+      (func (export "f") (result i32) i32.const 1))
+    """
+    with pytest.raises(TaskError, match="'_initialize' argument 1 has type v128"):
+        run(tmp_path, wat, TaskConfig("", MainCall("f")))
+
+
+def test_run_task_v128_start(tmp_path: Path) -> None:
+    wat = '(module (func (export "_start") (result v128) v128.const i64x2 0 0))'
+    with pytest.raises(TaskError, match="'_start' result 1 has type v128"):
+        run(tmp_path, wat, TaskConfig(""))
+
+
+@pytest.mark.parametrize(
+    ("buffer_func", "main_func", "message"),
+    [
+        ("v128_ptr", "handle", "'v128_ptr' result 1 has type v128"),
+        ("ptr", "v128_handle", "'v128_handle' argument 1 (value 5) has type v128"),
+    ],
+    ids=["buffer-function", "main-function"],
+)
+def test_run_task_v128_io_buffer(
+    tmp_path: Path, buffer_func: str, main_func: str, message: str
+) -> None:
+    wat = """
+    (module
+      (memory (export "memory") 1)
+      (func (export "ptr") (result i32) i32.const 16)
+      (func (export "v128_ptr") (result v128) v128.const i64x2 0 0)
+      (func (export "handle") (param i32) (result i32) local.get 0)
+      (func (export "v128_handle") (param v128 i32) (result i32) local.get 1))
+    """
+    buffer = IOBuffer(True, input_value="hello", func_name=buffer_func)
+    config = TaskConfig("", MainCall(main_func), io_buffer=buffer)
+    with pytest.raises(TaskError, match=re.escape(message)):
+        run(tmp_path, wat, config)
+
+
+def test_run_task_missing_function_lists_v128_exports(tmp_path: Path) -> None:
+    message = "'missing' is not exported by the module; its exported functions "
+    with pytest.raises(TaskError, match=message + "are: 'mul_lanes', 'swizzle"):
+        run(tmp_path, SIMD_WAT, TaskConfig("", MainCall("missing")))
+
+
+def test_run_task_v128_import_rejected(tmp_path: Path) -> None:
+    wat = """
+    (module
+      (import "env" "g" (func (param v128)))
+      (import "env" "v" (global v128))
+      (func (export "f")))
+    """
+    with pytest.raises(ModuleError, match="imports 'env'.'g' \\(function\\)"):
+        run(tmp_path, wat, TaskConfig("", MainCall("f")))
+
+
+def test_run_task_module_file_changed(tmp_path: Path) -> None:
+    path = tmp_path / "module.wasm"
+    module = wasmtime.Module(ENGINE, '(module (func (export "f")))')
+    path.write_bytes(wasmtime.wat2wasm('(module (func (export "g")))'))
+    with (tmp_path / "out").open("wb") as out:
+        io = TaskIO(out, out, tmp_path, tmp_path, "module.wasm", module_path=path)
+        with pytest.raises(ModuleError, match="file changed after it was compiled"):
+            run_task(ENGINE, module, TaskConfig("", MainCall("f")), io, Interrupt())
+
+
+def test_run_task_malformed_module_file(tmp_path: Path) -> None:
+    path = tmp_path / "module.wasm"
+    module = wasmtime.Module(ENGINE, '(module (func (export "f")))')
+    path.write_bytes(b"not wasm")
+    with (tmp_path / "out").open("wb") as out:
+        io = TaskIO(out, out, tmp_path, tmp_path, "module.wasm", module_path=path)
+        with pytest.raises(ModuleError, match="module.wasm' is not a valid"):
+            run_task(ENGINE, module, TaskConfig("", MainCall("f")), io, Interrupt())
 
 
 def test_resolve_module_path_task_dir_first(tmp_path: Path) -> None:

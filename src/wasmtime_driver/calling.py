@@ -10,66 +10,102 @@ from decimal import Decimal, InvalidOperation
 import wasmtime
 
 from .engine import Interrupt, TaskInterrupted
-from .errors import TaskError
+from .errors import ModuleError, TaskError
 from .settings import ConfigNumber
+from .wasmbinary import FuncSignature
 
 # Signed minimum and unsigned maximum: a job may write an integer parameter
 # either way, and the unsigned form is passed as its two's-complement bits.
 _INTEGER_BITS = {"i32": 32, "i64": 64}
 _FLOAT_TYPES = ("f32", "f64")
+_NUMBER_TYPES = (*_INTEGER_BITS, *_FLOAT_TYPES)
+# Result types that wasmtime-py 50 converts to Python values without aborting.
+_READABLE_RESULT_TYPES = (*_NUMBER_TYPES, "funcref", "externref")
 _F32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
 
 WasmValue = int | float
 
 
-def exported_functions(module: wasmtime.Module) -> list[str]:
-    """Return the names of the functions `module` exports, in export order."""
-    return [
-        export.name
-        for export in module.exports
-        if isinstance(export.type, wasmtime.FuncType)
-    ]
+def exported_functions(signatures: Mapping[str, FuncSignature]) -> list[str]:
+    """Return the names of the exported functions, in export order.
+
+    It reads the names from the scanned signatures and never asks wasmtime for
+    a type.
+    """
+    return list(signatures)
 
 
 def find_function(
-    module: wasmtime.Module, exports: Mapping[str, object], name: str
-) -> wasmtime.Func:
-    """Return the exported function `name`, or raise `TaskError` listing the others."""
+    signatures: Mapping[str, FuncSignature],
+    exports: Mapping[str, object],
+    name: str,
+) -> tuple[wasmtime.Func, FuncSignature]:
+    """Return the exported function `name` and its signature.
+
+    Raises `TaskError` listing the exported functions when `name` is missing
+    or not a function.
+    """
     func = exports.get(name)
-    if isinstance(func, wasmtime.Func):
-        return func
-    available = ", ".join(repr(n) for n in exported_functions(module)) or "none"
-    problem = "is not a function" if func is not None else "is not exported"
-    raise TaskError(
-        f"function {name!r} {problem} by the module; "
-        f"its exported functions are: {available}"
-    )
+    if not isinstance(func, wasmtime.Func):
+        available = ", ".join(repr(n) for n in exported_functions(signatures))
+        problem = "is not a function" if func is not None else "is not exported"
+        raise TaskError(
+            f"function {name!r} {problem} by the module; "
+            f"its exported functions are: {available or 'none'}"
+        )
+    signature = signatures.get(name)
+    if signature is None:
+        raise ModuleError(
+            f"function {name!r} is exported by the compiled module but not by the "
+            "module file; the file changed after it was compiled, so start the "
+            "task again"
+        )
+    return func, signature
+
+
+def signatures_from_module(module: wasmtime.Module) -> dict[str, FuncSignature]:
+    """Read exported function signatures through wasmtime's type API.
+
+    NOTE: wasmtime-py 50 aborts the process when this reads a v128 or a typed
+    reference. Use it only for modules without such signatures, and prefer
+    reading the signatures from the module file with `read_function_exports`.
+    """
+    signatures: dict[str, FuncSignature] = {}
+    for export in module.exports:
+        func_type = export.type
+        if isinstance(func_type, wasmtime.FuncType):
+            params = tuple(value_type_name(t) for t in func_type.params)
+            results = tuple(value_type_name(t) for t in func_type.results)
+            signatures[export.name] = FuncSignature(params, results)
+    return signatures
 
 
 def call_function(
     store: wasmtime.Store,
     func: wasmtime.Func,
     name: str,
+    signature: FuncSignature,
     args: Sequence[ConfigNumber],
     interrupt: Interrupt,
-) -> tuple[wasmtime.FuncType, object]:
-    """Call `func` with `args` converted to its parameter types.
+) -> object:
+    """Call `func`, whose scanned signature is `signature`, with `args`.
 
-    Returns its type and its raw result. A trap becomes `TaskError`, or
-    `TaskInterrupted` once `interrupt` was requested; `wasmtime.ExitTrap`
-    from WASI `proc_exit` propagates unchanged.
+    The signature is checked before wasmtime sees the call, because
+    `wasmtime.Func.__call__` reads the function's type and wasmtime-py 50
+    aborts the process on a v128 there. Returns the raw result. A trap becomes
+    `TaskError`, or `TaskInterrupted` once `interrupt` was requested;
+    `wasmtime.ExitTrap` from WASI `proc_exit` propagates unchanged.
     """
-    func_type = func.type(store)
-    values = convert_args(name, func_type, args)
+    values = convert_args(name, signature, args)
+    check_readable_results(name, signature)
     try:
-        result = func(store, *values)
+        return func(store, *values)
     except wasmtime.ExitTrap:
         raise
     except (wasmtime.Trap, wasmtime.WasmtimeError) as err:
         if interrupt.requested:
             raise TaskInterrupted() from None
         raise TaskError(f"function {name!r} trapped: {trap_reason(err)}") from None
-    return func_type, result
 
 
 def trap_reason(err: Exception) -> str:
@@ -86,32 +122,57 @@ def value_type_name(value_type: wasmtime.ValType) -> str:
     return "externref" if name == "anyref" else name
 
 
-def check_printable_results(func_name: str, func_type: wasmtime.FuncType) -> None:
+def check_readable_results(func_name: str, signature: FuncSignature) -> None:
+    """Raise `TaskError` for a result type that wasmtime-py cannot return."""
+    _check_result_types(func_name, signature, _READABLE_RESULT_TYPES)
+
+
+def check_printable_results(func_name: str, signature: FuncSignature) -> None:
     """Raise `TaskError` when a result type has no decimal text form."""
-    for value_type in func_type.results:
-        name = value_type_name(value_type)
-        if name not in _INTEGER_BITS and name not in _FLOAT_TYPES:
+    _check_result_types(func_name, signature, _NUMBER_TYPES)
+
+
+def _check_result_types(
+    func_name: str, signature: FuncSignature, allowed: tuple[str, ...]
+) -> None:
+    for position, type_name in enumerate(signature.results, start=1):
+        if type_name not in allowed:
             raise TaskError(
-                f"function {func_name!r} returns {name}, which this driver cannot "
-                "print; call a function whose results are i32, i64, f32 or f64"
+                f"function {func_name!r} result {position} has type {type_name}, "
+                "which the driver cannot print; call a function whose results "
+                "are i32, i64, f32 or f64"
             )
 
 
 def convert_args(
-    func_name: str, func_type: wasmtime.FuncType, args: Sequence[ConfigNumber]
+    func_name: str, signature: FuncSignature, args: Sequence[ConfigNumber]
 ) -> list[WasmValue]:
     """Convert job numbers to the parameter types of `func_name`, checking ranges."""
-    params = func_type.params
+    _check_param_types(func_name, signature, args)
+    params = signature.params
     if len(args) != len(params):
-        expected = ", ".join(value_type_name(p) for p in params) or "none"
         raise TaskError(
-            f"function {func_name!r} takes {len(params)} argument(s) ({expected}) "
-            f"but {len(args)} were given"
+            f"function {func_name!r} takes {len(params)} argument(s) "
+            f"({', '.join(params) or 'none'}) but {len(args)} were given"
         )
     return [
-        _convert_arg(func_name, position, value, value_type_name(value_type))
-        for position, (value, value_type) in enumerate(zip(args, params), start=1)
+        _convert_arg(func_name, position, value, type_name)
+        for position, (value, type_name) in enumerate(zip(args, params), start=1)
     ]
+
+
+def _check_param_types(
+    func_name: str, signature: FuncSignature, args: Sequence[ConfigNumber]
+) -> None:
+    for position, type_name in enumerate(signature.params, start=1):
+        if type_name in _NUMBER_TYPES:
+            continue
+        given = f" (value {args[position - 1]!r})" if position <= len(args) else ""
+        raise TaskError(
+            f"function {func_name!r} argument {position}{given} has type "
+            f"{type_name}, which a job cannot pass; only i32, i64, f32 and f64 "
+            "arguments are supported"
+        )
 
 
 def _convert_arg(
@@ -122,12 +183,7 @@ def _convert_arg(
         raise TaskError(f"{where}: {value!r} is not a number (expected {type_name})")
     if type_name in _INTEGER_BITS:
         return _to_integer(where, value, _INTEGER_BITS[type_name])
-    if type_name in _FLOAT_TYPES:
-        return _to_float(where, value, type_name)
-    raise TaskError(
-        f"{where}: parameters of type {type_name} cannot be passed from a job; "
-        "only i32, i64, f32 and f64 are supported"
-    )
+    return _to_float(where, value, type_name)
 
 
 def _to_integer(where: str, value: float | str, bits: int) -> int:
@@ -174,9 +230,9 @@ def _parse_decimal(where: str, value: float | str, type_name: str) -> Decimal:
         ) from None
 
 
-def format_results(func_type: wasmtime.FuncType, result: object) -> str:
+def format_results(signature: FuncSignature, result: object) -> str:
     """Format a call's results as decimal text with a newline, or "" for none."""
-    result_types = [value_type_name(t) for t in func_type.results]
+    result_types = signature.results
     if not result_types:
         return ""
     values = result if isinstance(result, list) else [result]

@@ -36,18 +36,24 @@ from .errors import TaskError
 # `create_engine`. Unlisted settings keep wasmtime's defaults, which the
 # wasmtime version in `engine_fingerprint` pins.
 #
-# SIMD, relaxed SIMD, GC, typed function references, exception handling and
-# stack switching are off. wasmtime-py 50 aborts the whole process (a Rust
-# panic across the C API) when it reads a function signature that contains
-# v128 or a reference type other than funcref and externref. With these
-# proposals off, such modules fail to compile with a clear message instead. Relaxed SIMD must be disabled before SIMD, and GC before typed
-# function references, or wasmtime rejects the combination.
+# SIMD and relaxed SIMD are on, so modules built with -msimd128 run.
+# wasmtime-py 50 aborts the whole process (a Rust panic across the C API) when
+# Python reads a v128 in a function's type, so the driver reads exported
+# signatures from the module file (`wasmbinary`) and rejects a call with a
+# v128 parameter or result before wasmtime sees it.
+#
+# GC, typed function references, exception handling and stack switching stay
+# off. They add reference types (anyref, exnref, typed references) that
+# wasmtime-py 50 may not model either, and the driver was only checked for
+# v128, so such modules fail to compile with a clear message instead.
+# GC must be disabled before typed function references, or wasmtime rejects
+# the combination.
 ENGINE_SETTINGS: Mapping[str, bool | str] = MappingProxyType(
     {
         "epoch_interruption": True,
         "cranelift_opt_level": "speed",
-        "wasm_relaxed_simd": False,
-        "wasm_simd": False,
+        "wasm_simd": True,
+        "wasm_relaxed_simd": True,
         "wasm_gc": False,
         "wasm_function_references": False,
         "wasm_exceptions": False,

@@ -14,10 +14,11 @@ from collections.abc import Mapping
 
 import wasmtime
 
-from .calling import call_function, find_function, value_type_name
+from .calling import call_function, find_function, signatures_from_module
 from .engine import Interrupt
 from .errors import TaskError
 from .settings import IOBuffer, MainCall
+from .wasmbinary import FuncSignature
 
 MEMORY_EXPORT = "memory"
 
@@ -29,21 +30,29 @@ def run_io_buffer(
     buffer: IOBuffer,
     main: MainCall,
     interrupt: Interrupt,
+    signatures: Mapping[str, FuncSignature] | None = None,
 ) -> bytes:
-    """Run `main` through the IO buffer and return its output bytes."""
+    """Run `main` through the IO buffer and return its output bytes.
+
+    `signatures` are the exported function signatures read from the module
+    file. Without them they are read through wasmtime's type API, which
+    `signatures_from_module` restricts to modules without v128 signatures.
+    """
+    if signatures is None:
+        signatures = signatures_from_module(module)
     data = encode_input(buffer)
     memory = find_memory(module, exports)
-    offset = _buffer_offset(store, module, exports, buffer, interrupt)
+    offset = _buffer_offset(store, signatures, exports, buffer, interrupt)
     _check_range(store, memory, offset, len(data), "input")
     if data:
         memory.write(store, data, offset)
 
-    main_func = find_function(module, exports, main.func_name)
+    main_func, signature = find_function(signatures, exports, main.func_name)
     main_args = (*main.args, len(data))
-    func_type, result = call_function(
-        store, main_func, main.func_name, main_args, interrupt
+    result = call_function(
+        store, main_func, main.func_name, signature, main_args, interrupt
     )
-    length = _single_i32(main.func_name, func_type, result, "output length")
+    length = _single_i32(main.func_name, signature, result, "output length")
     if length == 0:
         raise TaskError(
             f"function {main.func_name!r} returned 0, which reports a failure "
@@ -86,25 +95,23 @@ def find_memory(
 
 def _buffer_offset(
     store: wasmtime.Store,
-    module: wasmtime.Module,
+    signatures: Mapping[str, FuncSignature],
     exports: Mapping[str, object],
     buffer: IOBuffer,
     interrupt: Interrupt,
 ) -> int:
-    func = find_function(module, exports, buffer.func_name)
-    func_type, result = call_function(
-        store, func, buffer.func_name, buffer.args, interrupt
+    func, signature = find_function(signatures, exports, buffer.func_name)
+    result = call_function(
+        store, func, buffer.func_name, signature, buffer.args, interrupt
     )
-    offset = _single_i32(buffer.func_name, func_type, result, "buffer offset")
+    offset = _single_i32(buffer.func_name, signature, result, "buffer offset")
     # A wasm32 pointer is unsigned; an i32 result is read back signed.
     return offset & 0xFFFF_FFFF
 
 
-def _single_i32(
-    name: str, func_type: wasmtime.FuncType, result: object, what: str
-) -> int:
-    result_types = [value_type_name(t) for t in func_type.results]
-    if result_types != ["i32"] or not isinstance(result, int):
+def _single_i32(name: str, signature: FuncSignature, result: object, what: str) -> int:
+    result_types = signature.results
+    if result_types != ("i32",) or not isinstance(result, int):
         returned = ", ".join(result_types) or "nothing"
         raise TaskError(
             f"function {name!r} must return one i32 ({what}) but returns {returned}"
