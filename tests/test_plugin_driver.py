@@ -280,7 +280,7 @@ def test_start_handle_echoes_task_config(
     )
     alloc.wait_for_eof()
 
-    # Recovering a task this process knows is accepted, idempotently.
+    # Recovering a task this process tracks is accepted, idempotently.
     recover = driver_pb2.RecoverTaskRequest(handle=response.handle)
     plugin.driver.RecoverTask(recover, timeout=10)
     plugin.driver.RecoverTask(recover, timeout=10)

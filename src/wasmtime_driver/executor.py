@@ -31,7 +31,7 @@ from .settings import TaskConfig
 
 log = logging.getLogger(__name__)
 
-# Each running task holds one worker thread until it ends, so the pool must
+# Each running task occupies one worker thread until it ends, so the pool must
 # be larger than the number of tasks Nomad may run at once on one node.
 MAX_TASK_THREADS = 1024
 

@@ -18,7 +18,7 @@ TASK_HANDLE_VERSION = 1
 
 @dataclass(frozen=True)
 class TaskRequest:
-    """What StartTask asks for, without protobuf types."""
+    """The task that StartTask requests, without protobuf types."""
 
     id: str
     name: str

@@ -1,7 +1,7 @@
 """Nomad's BasePlugin and Driver gRPC services.
 
 Each method converts the request, makes one call into the driver or its task
-manager, and converts the answer back. Errors become gRPC statuses in
+manager, and converts the response back. Errors become gRPC statuses in
 `_abort`, the one place that maps them.
 """
 
