@@ -389,3 +389,61 @@ def test_plugin_cwd_relative_module(tmp_path: Path) -> None:
 
 def test_repo_example_module_exists() -> None:
     assert (REPO / "example" / "wasm-modules" / "sum.wasm").exists()
+
+
+def test_set_config_missing_precache_dir_rejected(tmp_path: Path) -> None:
+    plugin = start_plugin()
+    try:
+        with pytest.raises(grpc.RpcError) as error:
+            configure(
+                plugin,
+                {
+                    "dir": str(tmp_path / "cache"),
+                    "preCache": {"enabled": True, "modulesDir": str(tmp_path / "none")},
+                },
+            )
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "modulesDir" in error.value.details()
+        assert str(tmp_path / "none") in error.value.details()
+    finally:
+        assert plugin.shutdown() == 0
+
+
+def test_precompiled_module_hit_by_other_path(modules: Path, tmp_path: Path) -> None:
+    """A module pre-compiled at SetConfig is a cache hit under another name."""
+    precache_dir = tmp_path / "precache"
+    precache_dir.mkdir()
+    (precache_dir / "sum.wasm").write_bytes((modules / "sum.wasm").read_bytes())
+    copy = tmp_path / "elsewhere" / "renamed.wasm"
+    copy.parent.mkdir()
+    copy.write_bytes((modules / "sum.wasm").read_bytes())
+
+    plugin = start_plugin()
+    try:
+        configure(
+            plugin,
+            {
+                "dir": str(tmp_path / "cache"),
+                "preCache": {"enabled": True, "modulesDir": str(precache_dir)},
+            },
+        )
+        before = _cache_counts(plugin)
+        alloc = AllocDir(tmp_path / "alloc", "hit")
+        result, _ = _run(plugin, alloc, task_config_bytes(str(copy), "sum", [2, 2]))
+        assert bytes(alloc.stdout) == b"4\n"
+        assert result.result.exit_code == 0
+
+        # Pre-compiling was the one miss; the task's load was a hit.
+        assert before == (0, 1)
+        assert _cache_counts(plugin) == (1, 1)
+    finally:
+        assert plugin.shutdown() == 0
+
+
+def _cache_counts(plugin: Plugin) -> tuple[int, int]:
+    """Return the cache's (hits, misses) from a new Fingerprint stream."""
+    stream = plugin.driver.Fingerprint(driver_pb2.FingerprintRequest(), timeout=30)
+    attributes = next(iterate(stream, 1)).attributes
+    hits = attributes["driver.wasmtime.cache.hits"].int_val
+    misses = attributes["driver.wasmtime.cache.misses"].int_val
+    return hits, misses
