@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..hclog import hclog_level
 from ..jobspec import Job, Task, TaskGroup, load_job
 from ..protocol import driver_pb2
 from .agentconfig import PLUGIN_NAME, AgentConfig, load_agent_config
@@ -344,20 +345,10 @@ class _ReadableFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = {k: v for k, v in record.__dict__.items() if k not in self._standard}
         pairs = "".join(f" {key}={value}" for key, value in extras.items())
-        level = f"[{_hclog_level_name(record.levelno).upper()}]".ljust(7)
+        level = f"[{hclog_level(record.levelno).upper()}]".ljust(7)
         when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z")
         line = f"{when} {level} client: {record.getMessage()}"
         return line + (f":{pairs}" if pairs else "")
-
-
-def _hclog_level_name(levelno: int) -> str:
-    if levelno < logging.INFO:
-        return "debug"
-    if levelno < logging.WARNING:
-        return "info"
-    if levelno < logging.ERROR:
-        return "warn"
-    return "error"
 
 
 class _StderrHandler(logging.Handler):
