@@ -145,6 +145,8 @@ class WasmtimeDriver:
         return attributes
 
     def _close_runtime(self) -> None:
+        if self._tasks is not None:
+            self._tasks.close()
         if self._cache is not None:
             self._cache.close()
         self._cache = None

@@ -33,6 +33,10 @@ class TaskManager:
         self._handles: dict[str, TaskHandle] = {}
         self._running: dict[str, RunningTask] = {}
 
+    def close(self) -> None:
+        """Release the executor's idle worker threads; running tasks go on."""
+        self._executor.close()
+
     def __len__(self) -> int:
         return len(self._handles)
 
@@ -138,11 +142,11 @@ class TaskManager:
             "exit_code": result.exit_code,
             "signal": result.signal,
         }
+        # No task event here: Nomad's task runner records the exit itself.
         if result.err:
             log.info("task failed", extra=fields | {"error": result.err})
         else:
             log.info("task exited", extra=fields)
-        self._publish(handle.request, _exit_message(result))
 
     def _publish(self, request: TaskRequest, message: str) -> None:
         self._events.publish(
@@ -164,14 +168,6 @@ def _signal_number(name: str) -> int:
     except KeyError:
         log.warning("unknown stop signal, using SIGINT instead", extra={"signal": name})
         return int(signal.SIGINT)
-
-
-def _exit_message(result: ExitResult) -> str:
-    if result.err:
-        return f"task failed: {result.err}"
-    if result.signal:
-        return f"task stopped by {signal.Signals(result.signal).name}"
-    return f"task exited with code {result.exit_code}"
 
 
 def _task_fields(request: TaskRequest) -> dict[str, object]:
