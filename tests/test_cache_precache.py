@@ -99,6 +99,9 @@ def test_precompile_skips_invalid_module(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "broken.wasm" in warnings[0]
+    assert "is not a WebAssembly binary" in warnings[0]
+    assert "not wasm" not in warnings[0]
+    assert len(cache_files(cache.directory)) == 3
 
 
 def test_precompile_disabled_does_nothing(

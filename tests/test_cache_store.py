@@ -323,3 +323,59 @@ def test_module_cache_logs_events_with_fields(
         if record.getMessage().startswith(("cache hit", "cache miss")):
             assert record.__dict__["module_path"] in {str(p) for p in paths}
             assert len(record.__dict__["module_digest"]) == 64
+
+
+def test_module_cache_empty_module(engine: wasmtime.Engine, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.wasm"
+    empty.write_bytes(b"")
+    cache = ModuleCache(engine, FINGERPRINT, cache_settings(), tmp_path / "c")
+    with pytest.raises(ModuleError, match=r"^module file '.*empty\.wasm' is empty$"):
+        cache.load(empty)
+    assert cache_files(cache.directory) == []
+
+
+SECRET_TEXT = "root:$6$salt$hash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["cache", "no-cache"])
+@pytest.mark.parametrize(
+    "content",
+    [SECRET_TEXT, '(module (func (export "f") (result i32) i32.const 7))'],
+    ids=["text-file", "wat"],
+)
+def test_module_cache_text_file_rejected(
+    engine: wasmtime.Engine, tmp_path: Path, content: str, enabled: bool
+) -> None:
+    text_file = tmp_path / "shadow"
+    text_file.write_text(content)
+    settings = cache_settings(enabled=enabled)
+    cache = ModuleCache(engine, FINGERPRINT, settings, tmp_path / "c")
+    with pytest.raises(ModuleError) as raised:
+        cache.load(text_file)
+    message = str(raised.value)
+    assert message.startswith(f"module file {str(text_file)!r} is not a WebAssembly")
+    assert "\\0asm magic bytes" in message
+    assert "WebAssembly text (.wat) must be compiled to .wasm first" in message
+    for line in content.splitlines():
+        assert line not in message
+    assert content[:6] not in message
+    assert cache.stats().stores == 0
+
+
+def test_module_cache_text_file_never_compiled(
+    engine: wasmtime.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled: list[bytes] = []
+    real_module = wasmtime.Module
+
+    def recording_module(engine: wasmtime.Engine, data: bytes) -> wasmtime.Module:
+        compiled.append(data)
+        return real_module(engine, data)
+
+    monkeypatch.setattr(wasmtime, "Module", recording_module)
+    text_file = tmp_path / "m.wasm"
+    text_file.write_text("(module)")
+    cache = ModuleCache(engine, FINGERPRINT, cache_settings(), tmp_path / "c")
+    with pytest.raises(ModuleError, match="is not a WebAssembly binary"):
+        cache.load(text_file)
+    assert compiled == []

@@ -3,6 +3,7 @@ decides which of them stay.
 
     module_cache  ModuleCache, the API tasks and the driver use
     store         files on disk, written atomically, checked by checksum
+    compiler      the WebAssembly binary check and the compile call
     digest        module digests memoized by file stat
     index         resident entries with their eviction policy and expiry
     policy, arc   the eviction policies (lfu, lru, simple, arc) over plain keys

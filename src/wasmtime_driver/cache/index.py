@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import wasmtime
+
 from .arc import ARCPolicy
 from .expiry import ExpiryQueue
 from .policy import EvictionPolicy, FIFOPolicy, LFUPolicy, LRUPolicy
-from .store import Artifact, FileStamp
+from .store import Artifact
 
 _POLICIES: dict[str, type[EvictionPolicy[Any]]] = {
     "lfu": LFUPolicy,
@@ -39,7 +41,10 @@ class Entry:
 
     artifact: Artifact
     source: str | None  # module path that stored it; None when found at start
-    verified: FileStamp | None = None  # file stamp when its checksum last matched
+    # The module compiled or deserialized in this process, None until the first
+    # load after a restart. It leaves memory with the entry (unless a task
+    # still holds it), so `size` bounds both the files and the modules kept.
+    module: wasmtime.Module | None = None
 
 
 class CacheIndex:

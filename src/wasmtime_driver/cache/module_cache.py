@@ -16,16 +16,11 @@ import wasmtime
 
 from ..errors import ConfigError, ModuleError
 from ..settings import CacheSettings
+from .compiler import compile_module
 from .digest import DigestMemo, read_module_file
 from .index import CacheIndex, Entry, make_policy
 from .precache import find_modules, validate_pre_cache
-from .store import (
-    Artifact,
-    ArtifactStore,
-    CorruptArtifactError,
-    FileStamp,
-    unlink_quietly,
-)
+from .store import Artifact, ArtifactStore, CorruptArtifactError, unlink_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +33,7 @@ _WRITE_RETRY_SECONDS = 300.0
 class CacheStats:
     """Counters since the cache was created."""
 
-    hits: int = 0  # loads served from a stored file
+    hits: int = 0  # loads served from memory or a stored file
     misses: int = 0  # loads that found no stored file (compiled, or waited)
     compiles: int = 0  # modules compiled
     stores: int = 0  # compiled modules written to disk
@@ -47,16 +42,14 @@ class CacheStats:
     entries: int = 0  # entries resident now
 
 
-def compile_module(engine: wasmtime.Engine, data: bytes, path: Path) -> wasmtime.Module:
-    """Compile `data`, read from `path`; raises ModuleError naming the path."""
-    try:
-        return wasmtime.Module(engine, data)
-    except wasmtime.WasmtimeError as err:
-        raise ModuleError(f"failed to compile module {str(path)!r}: {err}") from err
-
-
 class ModuleCache:
     """Compiled modules on disk, keyed by the SHA-256 of the module bytes.
+
+    Resident entries keep their `wasmtime.Module` in memory, so a hit in the
+    same process touches no cache file. A stored file is read only on the first
+    hit after a restart, and then its bytes are checked against their checksum
+    and deserialized in memory, never mapped. Changing or truncating a cache
+    file therefore cannot reach a loaded module.
 
     Thread-safe: tasks call `load` from worker threads. One lock guards the
     index, the counters and the table of compiles in progress. Hashing,
@@ -117,7 +110,8 @@ class ModuleCache:
         """Return the compiled module in the file `path`.
 
         Raises ModuleError naming the path when the file cannot be read or is
-        not a valid module.
+        not a valid WebAssembly binary. Loads of the same bytes may return the
+        same Module object, so callers must not close it.
         """
         self._check_open()
         if not self._settings.enabled:
@@ -221,20 +215,35 @@ class ModuleCache:
         with self._lock:
             self._remove_files_locked(self._index.expire(self._clock()), "expirations")
             entry = self._index.lookup(digest)
+            module = None if entry is None else entry.module
+            if module is not None:
+                self._counts["hits"] += 1
         if entry is None:
             return None
-        artifact = entry.artifact
+        if module is None:
+            module = self._deserialize(entry)
+            if module is None:
+                return None
+        logger.debug("cache hit for module %s", path, extra=_log_fields(path, digest))
+        return module
+
+    def _deserialize(self, entry: Entry) -> wasmtime.Module | None:
+        """Load the file of `entry`, which this process has not loaded yet.
+
+        Returns None after removing an entry whose file is unusable. Two threads
+        may both deserialize the file, and the first to finish keeps its module.
+        """
         try:
-            stamp = self._store.verify(artifact, entry.verified)
-            module = wasmtime.Module.deserialize_file(self._engine, str(artifact.path))
+            data = self._store.read_verified(entry.artifact)
+            module = wasmtime.Module.deserialize(self._engine, data)
         except (OSError, CorruptArtifactError, wasmtime.WasmtimeError) as err:
             self._drop_unusable(entry, err)
             return None
         with self._lock:
-            entry.verified = stamp
+            if entry.module is None:
+                entry.module = module
             self._counts["hits"] += 1
-        logger.debug("cache hit for module %s", path, extra=_log_fields(path, digest))
-        return module
+            return entry.module
 
     def _drop_unusable(self, entry: Entry, err: Exception) -> None:
         """Remove an entry whose file is missing, corrupted or incompatible.
@@ -292,7 +301,7 @@ class ModuleCache:
     ) -> wasmtime.Module:
         try:
             module = self._compile(data, path)
-            written = self._write(digest, module)
+            artifact = self._write(digest, module)
         except BaseException as err:
             with self._lock:
                 del self._compiling[digest]
@@ -302,8 +311,8 @@ class ModuleCache:
             # Adding the entry and ending the compile in one step means that a
             # thread that missed finds one or the other, never neither.
             del self._compiling[digest]
-            if written is not None:
-                self._add_locked(Entry(written[0], str(path), written[1]))
+            if artifact is not None:
+                self._add_locked(Entry(artifact, str(path), module))
         future.set_result(module)
         return module
 
@@ -311,9 +320,7 @@ class ModuleCache:
         self._count("compiles")
         return compile_module(self._engine, data, path)
 
-    def _write(
-        self, digest: str, module: wasmtime.Module
-    ) -> tuple[Artifact, FileStamp] | None:
+    def _write(self, digest: str, module: wasmtime.Module) -> Artifact | None:
         """Store `module`; returns None when the cache directory is not writable."""
         with self._lock:
             retry_at = self._write_retry_at
@@ -323,13 +330,13 @@ class ModuleCache:
             if not self._prepared:
                 self._store.prepare()
                 self._prepared = True
-            written = self._store.write(digest, module.serialize())
+            artifact = self._store.write(digest, module.serialize())
         except (OSError, wasmtime.WasmtimeError) as err:
             self._write_failed(err)
             return None
         if retry_at is not None:
             self._write_recovered()
-        return written
+        return artifact
 
     def _write_failed(self, err: Exception) -> None:
         """Switch to compiling in memory; warns once until a write succeeds."""

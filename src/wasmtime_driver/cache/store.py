@@ -7,14 +7,18 @@ Layout under the cache directory:
 
 `engine-id` is a hash of the engine fingerprint, so engines whose machine code
 differs never share files. `file-sha256` is the checksum of the `.cwasm` file
-itself. wasmtime 50 rejects truncated files, because their ELF section headers
-sit at the end. A file with flipped bytes in its code usually deserializes,
-though, and would run wrong machine code. So a file is checked against its
-checksum before this process first maps it.
+itself. A file with flipped bytes in its code usually deserializes, and would
+run wrong machine code, so a file is read into memory once and checked against
+its checksum before those same bytes are deserialized.
 
-Files are written to a temporary name and renamed into place. A file is never
-rewritten in place, because a process that has it mapped through
-`Module.deserialize_file` gets SIGBUS when the file shrinks under it.
+Files are never mapped. `Module.deserialize_file` maps the file, and the
+process then gets SIGBUS when anyone truncates it. A file checked on one open
+and mapped on a second could also be swapped in between. `Module.deserialize`
+copies the bytes into memory that wasmtime owns, so later changes to the file
+cannot reach a loaded module.
+
+Files are written to a temporary name and renamed into place, so a reader in
+another process never sees a half-written file.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -82,7 +87,7 @@ class ArtifactStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         label = self.directory / "fingerprint"
         if not label.exists():
-            temp, _ = _write_atomically(self.directory, self._fingerprint.encode())
+            temp = _write_atomically(self.directory, self._fingerprint.encode())
             os.replace(temp, label)
 
     def scan(self) -> list[Artifact]:
@@ -119,47 +124,51 @@ class ArtifactStore:
             return None
         return Artifact(match[1], match[2], Path(entry.path), mtime)
 
-    def write(self, digest: str, data: bytes | bytearray) -> tuple[Artifact, FileStamp]:
+    def write(self, digest: str, data: bytes | bytearray) -> Artifact:
         """Store `data`, the compiled form of module `digest`.
 
-        Returns the artifact and the stamp of the file as written, which counts
-        as verified. Raises OSError (ENOSPC, EROFS, EACCES, ...) and leaves no
-        temporary file behind.
+        Raises OSError (ENOSPC, EROFS, EACCES, ...) and leaves no temporary
+        file behind.
         """
         checksum = hashlib.sha256(data).hexdigest()
         path = self.directory / f"{digest}-{checksum}.cwasm"
-        temp, stamp = _write_atomically(self.directory, data)
+        temp = _write_atomically(self.directory, data)
         try:
             os.replace(temp, path)
         except OSError:
             unlink_quietly(temp)
             raise
-        return Artifact(digest, checksum, path, time.time()), stamp
+        return Artifact(digest, checksum, path, time.time())
 
-    def verify(self, artifact: Artifact, known: FileStamp | None) -> FileStamp:
-        """Check the file against its checksum unless its stamp is `known`.
+    def read_verified(self, artifact: Artifact) -> bytes:
+        """Read the file of `artifact` once and return its bytes if they match
+        its checksum.
 
-        Returns the stamp of the verified file. Raises CorruptArtifactError
-        when the content does not match, and OSError (FileNotFoundError when
-        another process evicted it) when the file cannot be read.
+        Raises CorruptArtifactError when the content does not match or the
+        path is not a regular file, and OSError (FileNotFoundError when another
+        process evicted it) when the file cannot be read.
         """
-        with open(artifact.path, "rb") as file:
-            stamp = FileStamp.of(os.fstat(file.fileno()))
-            if stamp == known:
-                return stamp
-            checksum = hashlib.file_digest(file, "sha256").hexdigest()
+        # O_NONBLOCK keeps a FIFO put in place of the file from blocking the
+        # open. It has no effect on regular files.
+        # NOTE: the file is read whole before its checksum can fail, so a file
+        # grown to gigabytes by someone with write access to the cache
+        # directory costs that much memory for the time of one load.
+        fd = os.open(artifact.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CorruptArtifactError("not a regular file")
+            data = file.read()
+        checksum = hashlib.sha256(data).hexdigest()
         if checksum != artifact.checksum:
             raise CorruptArtifactError(
                 f"checksum mismatch: expected sha256 {artifact.checksum},"
                 f" found {checksum}"
             )
-        return stamp
+        return data
 
 
-def _write_atomically(
-    directory: Path, data: bytes | bytearray
-) -> tuple[Path, FileStamp]:
-    """Write `data` to a new temporary file in `directory`; return it and its stamp.
+def _write_atomically(directory: Path, data: bytes | bytearray) -> Path:
+    """Write `data` to a new temporary file in `directory` and return its path.
 
     No fsync: after a power loss a torn file fails its checksum and is
     recompiled, which is cheaper than syncing every store.
@@ -168,12 +177,10 @@ def _write_atomically(
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
-            file.flush()
-            stamp = FileStamp.of(os.fstat(file.fileno()))
     except BaseException:
         unlink_quietly(Path(name))
         raise
-    return Path(name), stamp
+    return Path(name)
 
 
 def unlink_quietly(path: Path) -> None:
