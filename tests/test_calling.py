@@ -106,28 +106,28 @@ def test_call_function_limits(
         ("id_i32", 4294967296, r"4294967296 does not fit in i32 "),
         ("id_i64", -9223372036854775809, "-9223372036854775809 does not fit in i64"),
         ("id_i64", 18446744073709551616, "18446744073709551616 does not fit in i64"),
-        ("id_i64", "18446744073709551616", "'18446744073709551616' does not fit"),
+        ("id_i64", "18446744073709551616", "18446744073709551616 does not fit"),
         ("id_i32", 12.5, r"12\.5 is not an integer \(expected i32\)"),
-        ("id_i32", "0.1", r"'0\.1' is not an integer \(expected i32\)"),
-        ("id_i32", "twelve", r"'twelve' is not a number \(expected i32\)"),
-        ("id_i64", math.nan, r"nan is not an integer \(expected i64\)"),
-        ("id_f64", "x1", r"'x1' is not a number \(expected f64\)"),
+        ("id_i32", "0.1", r"0\.1 is not an integer \(expected i32\)"),
+        ("id_i32", "twelve", r'"twelve" is not a number \(expected i32\)'),
+        ("id_i64", math.nan, r"NaN is not an integer \(expected i64\)"),
+        ("id_f64", "x1", r'"x1" is not a number \(expected f64\)'),
         ("id_f32", 3.5e38, r"3\.5e\+38 does not fit in f32"),
-        ("id_f32", True, r"True is not a number \(expected f32\)"),
-        ("id_i32", False, r"False is not a number \(expected i32\)"),
+        ("id_f32", True, r"true is not a number \(expected f32\)"),
+        ("id_i32", False, r"false is not a number \(expected i32\)"),
     ],
     ids=lambda value: repr(value),
 )
 def test_convert_args_rejects(
     wasm: Module, name: str, value: ConfigNumber, message: str
 ) -> None:
-    with pytest.raises(TaskError, match=f"function '{name}' argument 1: {message}"):
+    with pytest.raises(TaskError, match=f'function "{name}" argument 1: {message}'):
         convert_args(name, wasm.func_type(name), [value])
 
 
 def test_convert_args_full_message(wasm: Module) -> None:
     expected = (
-        "function 'pair' argument 1: 4294967296 does not fit in i32 "
+        'function "pair" argument 1: 4294967296 does not fit in i32 '
         r"\(expected -2147483648\.\.4294967295\)"
     )
     with pytest.raises(TaskError, match=expected):
@@ -135,15 +135,15 @@ def test_convert_args_full_message(wasm: Module) -> None:
 
 
 def test_convert_args_names_position(wasm: Module) -> None:
-    with pytest.raises(TaskError, match="function 'pair' argument 2: 1.5 is not"):
+    with pytest.raises(TaskError, match='function "pair" argument 2: 1.5 is not'):
         convert_args("pair", wasm.func_type("pair"), [1, 1.5])
 
 
 @pytest.mark.parametrize("args", [[], [1], [1, 2, 3]], ids=["none", "one", "three"])
 def test_convert_args_arity(wasm: Module, args: list[ConfigNumber]) -> None:
     message = (
-        rf"function 'pair' takes 2 argument\(s\) \(i32, i64\) "
-        rf"but {len(args)} were given"
+        rf"function \"pair\" takes 2 arguments \(i32, i64\) "
+        rf"but {len(args)} {'was' if len(args) == 1 else 'were'} given$"
     )
     with pytest.raises(TaskError, match=message):
         convert_args("pair", wasm.func_type("pair"), args)
@@ -161,7 +161,7 @@ def test_convert_args_reference_params(
     wasm: Module, name: str, args: list[ConfigNumber], position: int, type_name: str
 ) -> None:
     message = (
-        f"function '{name}' argument {position} (value {args[-1]}) has type "
+        f'function "{name}" argument {position} (value {args[-1]}) has type '
         f"{type_name}, which a job cannot pass; only i32, i64, f32 and f64 "
         "arguments are supported"
     )
@@ -171,7 +171,7 @@ def test_convert_args_reference_params(
 
 def test_call_function_v128_param(wasm: Module) -> None:
     # Reaching wasmtime-py's type API with a v128 would abort this process.
-    message = "function 'take_v128' argument 2 (value '7') has type v128"
+    message = 'function "take_v128" argument 2 (value 7) has type v128'
     with pytest.raises(TaskError, match=re.escape(message)):
         wasm.call("take_v128", 1, "7")
     assert wasm.call("id_i32", 5) == "5\n"
@@ -179,7 +179,7 @@ def test_call_function_v128_param(wasm: Module) -> None:
 
 def test_call_function_v128_result(wasm: Module) -> None:
     message = (
-        "function 'give_v128' result 1 has type v128, which the driver cannot print"
+        'function "give_v128" result 1 has type v128, which the driver cannot print'
     )
     with pytest.raises(TaskError, match=re.escape(message)):
         wasm.call("give_v128")
@@ -187,7 +187,7 @@ def test_call_function_v128_result(wasm: Module) -> None:
 
 
 def test_check_printable_results_references(wasm: Module) -> None:
-    with pytest.raises(TaskError, match="'give_funcref' result 1 has type funcref"):
+    with pytest.raises(TaskError, match='"give_funcref" result 1 has type funcref'):
         check_printable_results("give_funcref", wasm.func_type("give_funcref"))
 
 
@@ -236,13 +236,17 @@ def test_format_f32_round_trips() -> None:
 
 def test_find_function_lists_exports(wasm: Module) -> None:
     with pytest.raises(
-        TaskError, match="'missing' is not exported.*'id_i32', 'id_i64'"
+        TaskError,
+        match='function "missing" is not exported.*: "id_i32", "id_i64"',
     ):
         find_function(wasm.signatures, wasm.exports, "missing")
 
 
 def test_find_function_not_a_function(wasm: Module) -> None:
-    with pytest.raises(TaskError, match="'memory' is not a function by the module"):
+    message = (
+        'export "memory" is a memory, not a function; exported functions: "id_i32"'
+    )
+    with pytest.raises(TaskError, match=message):
         find_function(wasm.signatures, wasm.exports, "memory")
 
 
@@ -257,6 +261,73 @@ def test_signatures_from_module_matches_scan(wasm: Module) -> None:
 
 def test_call_function_trap(wasm: Module) -> None:
     with pytest.raises(
-        TaskError, match="function 'divide' trapped: wasm trap: integer divide by zero"
+        TaskError, match='function "divide" trapped: wasm trap: integer divide by zero'
     ):
         wasm.call("divide", 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("id_f64", "1e309", "1e309"),
+        ("id_f64", 10**309, "1e+309"),
+        ("id_f64", "1e-400", "1e-400"),
+        ("id_f64", "1e999999999", "1e999999999"),
+        ("id_f32", "1e39", "1e39"),
+        ("id_f32", 10**39, "1e+39"),
+        ("id_f32", "1e-50", "1e-50"),
+        ("id_f32", "-1e-46", "-1e-46"),
+    ],
+    ids=repr,
+)
+def test_convert_args_float_out_of_range(
+    wasm: Module, name: str, value: ConfigNumber, shown: str
+) -> None:
+    type_name = name[-3:]
+    message = (
+        f'function "{name}" argument 1: {re.escape(shown)} does not fit in '
+        rf"{type_name} \(expected 0 or a magnitude from .* to .* after rounding "
+        f"to the nearest {type_name}\\)$"
+    )
+    with pytest.raises(TaskError, match=message):
+        convert_args(name, wasm.func_type(name), [value])
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "output"),
+    [
+        ("id_f32", "3.4028235e38", "3.4028235e+38\n"),
+        ("id_f32", "1e-45", "1e-45\n"),
+        ("id_f32", "8e-46", "1e-45\n"),
+        ("id_f32", "-0", "-0.0\n"),
+        ("id_f64", "2.5e-324", "5e-324\n"),
+        ("id_f64", "1.7976931348623158e308", "1.7976931348623157e+308\n"),
+    ],
+    ids=repr,
+)
+def test_call_function_float_rounds_to_nearest(
+    wasm: Module, name: str, value: ConfigNumber, output: str
+) -> None:
+    assert wasm.call(name, value) == output
+
+
+@pytest.mark.parametrize("name", ["id_i32", "id_i64"])
+def test_convert_args_huge_integer_text(wasm: Module, name: str) -> None:
+    message = f'function "{name}" argument 1: 1e999999999 does not fit in i'
+    with pytest.raises(TaskError, match=message):
+        convert_args(name, wasm.func_type(name), ["1e999999999"])
+
+
+def test_convert_args_huge_int_shown_compactly(wasm: Module) -> None:
+    message = r'function "id_i64" argument 1: 1e\+400 does not fit in i64'
+    with pytest.raises(TaskError, match=message):
+        convert_args("id_i64", wasm.func_type("id_i64"), [10**400])
+
+
+def test_convert_args_arity_one(wasm: Module) -> None:
+    message = r'function "id_i32" takes 1 argument \(i32\) but 2 were given$'
+    with pytest.raises(TaskError, match=message):
+        convert_args("id_i32", wasm.func_type("id_i32"), [1, 2])
+    message = r'function "nothing" takes 0 arguments but 1 was given$'
+    with pytest.raises(TaskError, match=message):
+        convert_args("nothing", wasm.func_type("nothing"), [1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal
 from pathlib import Path
 
@@ -221,5 +222,155 @@ def test_task_wasi_preopen_needs_host_path() -> None:
     data = msgpack.packb(
         {"modulePath": "m.wasm", "wasi": {"preopen": [{"guestPath": "/d"}]}}
     )
-    with pytest.raises(ConfigError, match=r"missing wasi\.preopen\.hostPath"):
+    with pytest.raises(ConfigError, match=r"missing wasi\.preopen\[0\]\.hostPath"):
         config.decode_task_config(data)
+
+
+def _task_bytes(**blocks: object) -> bytes:
+    return msgpack.packb({"modulePath": "m.wasm", **blocks})
+
+
+def test_task_huge_exponent_stays_text() -> None:
+    # int() of this value would take minutes; it must stay decimal text.
+    data = _task_bytes(main={"args": ["1e999999999", "-1e311", "1e310"]})
+    args = config.decode_task_config(data).main.args
+    assert args[0] == "1e+999999999"
+    assert args[1] == "-1e+311"
+    assert args[2] == 10**310
+
+
+def test_task_number_text_too_long_rejected() -> None:
+    data = _task_bytes(main={"args": ["1" * 1001]})
+    message = r"invalid main\.args\[0\] \"1{60}\.\.\.\" \(1001 characters\): number "
+    with pytest.raises(ConfigError, match=message + "text is too long"):
+        config.decode_task_config(data)
+
+
+def test_task_number_text_at_limit_accepted() -> None:
+    data = _task_bytes(main={"args": ["9" * 1000]})
+    assert config.decode_task_config(data).main.args == ("9" * 1000,)
+
+
+@pytest.mark.parametrize("text", [" 5 ", "1_000", "+1", ".5", "5.", "Infinity", "NaN"])
+def test_task_lenient_number_text_rejected(text: str) -> None:
+    data = _task_bytes(main={"args": [text]})
+    with pytest.raises(ConfigError, match=r"invalid main\.args\[0\] .*: expected a"):
+        config.decode_task_config(data)
+
+
+@pytest.mark.parametrize(
+    ("blocks", "key"),
+    [
+        ({"main": {"args": [math.inf]}}, r"main\.args\[0\] Infinity"),
+        ({"ioBuffer": {"args": [-math.inf]}}, r"ioBuffer\.args\[0\] -Infinity"),
+        ({"ioBuffer": {"size": math.nan}}, r"ioBuffer\.size NaN"),
+    ],
+    ids=["main-args", "io-args", "io-size"],
+)
+def test_task_non_finite_numbers_rejected(blocks: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"invalid {key}: expected a finite number"):
+        config.decode_task_config(_task_bytes(**blocks))
+
+
+@pytest.mark.parametrize(
+    ("cache", "message"),
+    [
+        ({"size": math.inf}, r"cache\.size Infinity: expected a finite number"),
+        (
+            {"expiration": {"enabled": True, "entryTTL": math.inf}},
+            r"cache\.expiration\.entryTTL Infinity: expected a finite number",
+        ),
+        (
+            {"expiration": {"enabled": True, "entryTTL": "1e400"}},
+            r"cache\.expiration\.entryTTL 1e\+400: too large",
+        ),
+        ({"size": "1e999999999"}, r"cache\.size \"1e999999999\": must be at most"),
+    ],
+    ids=["size-inf", "ttl-inf", "ttl-huge", "size-huge"],
+)
+def test_plugin_unusable_numbers_rejected(cache: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"invalid {message}"):
+        config.decode_plugin_config(_plugin_bytes(cache))
+
+
+@pytest.mark.parametrize(
+    ("blocks", "message"),
+    [
+        ({"main": "x"}, r'invalid main: expected a block, got "x"$'),
+        ({"ioBuffer": [1, 2]}, r"invalid ioBuffer: expected a block, got \[1, 2\]$"),
+        ({"wasi": True}, r"invalid wasi: expected a block, got true$"),
+        (
+            {"wasi": {"preopen": [{"hostPath": "a"}, 5]}},
+            r"invalid wasi\.preopen\[1\]: expected a block, got 5$",
+        ),
+    ],
+    ids=["main", "io-buffer", "wasi", "preopen"],
+)
+def test_task_block_type_message(blocks: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.decode_task_config(_task_bytes(**blocks))
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (None, "null"),
+        (True, "true"),
+        (b"1", "<1 bytes of binary data>"),
+        (msgpack.ExtType(5, b""), "<msgpack extension type 5>"),
+        ('a"b', '"a\\"b"'),
+        ([[[[1]]]], "[[[...]]]"),
+        (list(range(10)), "[0, 1, 2, 3, ... (10 items)]"),
+    ],
+    ids=["nil", "bool", "bytes", "ext", "quote", "nested", "long-list"],
+)
+def test_show_value_json_like(raw: object, shown: str) -> None:
+    assert config.show_value(raw) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("0.1", "0.1"),
+        ("1e999999999", "1e999999999"),
+        (10**400, "1e+400"),
+        (Decimal(10**39), "1e+39"),
+        ("1" * 30, "1.1111111111111111e+29"),
+        (18446744073709551616, "18446744073709551616"),
+        (2.5, "2.5"),
+        (math.nan, "NaN"),
+        ("x", '"x"'),
+    ],
+    ids=repr,
+)
+def test_show_number_compact(value: object, shown: str) -> None:
+    assert config.show_number(value) == shown  # type: ignore[arg-type]
+
+
+def test_task_deep_nesting_reason() -> None:
+    data = b"\x91" * 100_000 + b"\xc0"
+    message = "failed to decode task config msgpack: values are nested too deeply"
+    with pytest.raises(ConfigError, match=message):
+        config.decode_task_config(data)
+
+
+@pytest.mark.parametrize(
+    ("blocks", "message"),
+    [
+        ({"main": {"mainFuncName": ""}}, "remove the key to call handle_buffer"),
+        (
+            {"ioBuffer": {"IOBufFuncName": ""}},
+            "remove the key to call get_io_buffer_ptr",
+        ),
+    ],
+    ids=["main", "io-buffer"],
+)
+def test_task_empty_name_says_fix(blocks: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=f'"": must not be empty \\({message}\\)'):
+        config.decode_task_config(_task_bytes(**blocks))
+
+
+def test_task_empty_module_path_says_fix() -> None:
+    message = r'invalid modulePath "": must not be empty \(set it to the path of a'
+    with pytest.raises(ConfigError, match=message):
+        config.decode_task_config(msgpack.packb({"modulePath": ""}))

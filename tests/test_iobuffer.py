@@ -88,14 +88,14 @@ def test_io_buffer_args_and_length_passed() -> None:
 
 def test_io_buffer_missing_memory() -> None:
     wat = buffer_module("(result i32) i32.const 0", "(result i32) i32.const 1", " ")
-    with pytest.raises(TaskError, match="needs a memory exported as 'memory'"):
+    with pytest.raises(TaskError, match='needs a memory exported as "memory"'):
         run(wat)
 
 
 def test_io_buffer_func_missing() -> None:
     buffer = IOBuffer(enabled=True, input_value="x", func_name="get_ptr")
     with pytest.raises(
-        TaskError, match="function 'get_ptr' is not exported.*'get_io_buffer_ptr'"
+        TaskError, match='function "get_ptr" is not exported.*"get_io_buffer_ptr"'
     ):
         run(ECHO, buffer)
 
@@ -107,7 +107,10 @@ def test_io_buffer_func_not_function() -> None:
       (global (export "get_io_buffer_ptr") i32 (i32.const 0))
       (func (export "handle_buffer") (param i32) (result i32) local.get 0))
     """
-    with pytest.raises(TaskError, match="'get_io_buffer_ptr' is not a function"):
+    with pytest.raises(
+        TaskError,
+        match='export "get_io_buffer_ptr" is a global, not a function; exported',
+    ):
         run(wat)
 
 
@@ -123,7 +126,7 @@ def test_io_buffer_func_not_function() -> None:
 def test_io_buffer_func_non_i32_result(offset_body: str, returns: str) -> None:
     wat = buffer_module(offset_body, "(result i32) local.get 0")
     message = (
-        f"function 'get_io_buffer_ptr' must return one i32 \\(buffer offset\\) "
+        f'function "get_io_buffer_ptr" must return one i32 \\(buffer offset\\) '
         f"but returns {returns}"
     )
     with pytest.raises(TaskError, match=message):
@@ -132,13 +135,13 @@ def test_io_buffer_func_non_i32_result(offset_body: str, returns: str) -> None:
 
 def test_io_buffer_main_non_i32_result() -> None:
     wat = buffer_module("(result i32) i32.const 0", "(result f64) f64.const 1")
-    message = "function 'handle_buffer' must return one i32 .output length"
+    message = 'function "handle_buffer" must return one i32 .output length'
     with pytest.raises(TaskError, match=message):
         run(wat)
 
 
 def test_io_buffer_main_missing() -> None:
-    with pytest.raises(TaskError, match="function 'transform' is not exported"):
+    with pytest.raises(TaskError, match='function "transform" is not exported'):
         run(ECHO, main=MainCall("transform"))
 
 
@@ -168,7 +171,7 @@ def test_io_buffer_output_outside_memory() -> None:
 def test_io_buffer_output_longer_than_size() -> None:
     wat = buffer_module("(result i32) i32.const 0", "(result i32) i32.const 4097")
     message = (
-        "function 'handle_buffer' returned output length 4097, outside the io "
+        'function "handle_buffer" returned output length 4097, outside the io '
         "buffer size of 4096 bytes"
     )
     with pytest.raises(TaskError, match=message):
@@ -183,13 +186,13 @@ def test_io_buffer_negative_output_length() -> None:
 
 def test_io_buffer_main_reports_failure() -> None:
     wat = buffer_module("(result i32) i32.const 0", "(result i32) i32.const 0")
-    with pytest.raises(TaskError, match="'handle_buffer' returned 0, which reports"):
+    with pytest.raises(TaskError, match='"handle_buffer" returned 0, which reports'):
         run(wat)
 
 
 def test_io_buffer_trap_in_main() -> None:
     wat = buffer_module("(result i32) i32.const 0", "(result i32) unreachable")
-    with pytest.raises(TaskError, match="'handle_buffer' trapped: wasm trap"):
+    with pytest.raises(TaskError, match='"handle_buffer" trapped: wasm trap'):
         run(wat)
 
 
@@ -218,3 +221,35 @@ def test_io_buffer_json_upper_rejects_invalid() -> None:
     buffer = IOBuffer(enabled=True, input_value='{"line": 3}')
     with pytest.raises(TaskError, match="returned 0, which reports a failure"):
         run(MODULES / "json_upper.wasm", buffer)
+
+
+def test_io_buffer_shared_memory_named() -> None:
+    # The driver's engine rejects shared memories at instantiation, so this
+    # engine enables them to reach the io buffer's own check.
+    wasm_config = wasmtime.Config()
+    wasm_config.shared_memory = True
+    engine = wasmtime.Engine(wasm_config)
+    module = wasmtime.Module(
+        engine,
+        '(module (memory (export "memory") 1 1 shared)'
+        ' (func (export "get_io_buffer_ptr") (result i32) i32.const 0)'
+        ' (func (export "handle_buffer") (param i32) (result i32) i32.const 1))',
+    )
+    interrupt = Interrupt()
+    store = create_store(engine, interrupt)
+    exports = wasmtime.Instance(store, module, []).exports(store)
+    message = 'memory exported as "memory", but it is a shared memory'
+    with pytest.raises(TaskError, match=message):
+        run_io_buffer(
+            store, module, exports, IOBuffer(enabled=True), MainCall(), interrupt
+        )
+
+
+def test_io_buffer_memory_export_wrong_kind() -> None:
+    wat = (
+        '(module (global (export "memory") i32 (i32.const 0))'
+        ' (func (export "get_io_buffer_ptr") (result i32) i32.const 0)'
+        ' (func (export "handle_buffer") (param i32) (result i32) i32.const 1))'
+    )
+    with pytest.raises(TaskError, match='but export "memory" is a global$'):
+        run(wat, IOBuffer(enabled=True))

@@ -95,7 +95,7 @@ def test_run_task_example_modules(
 
 def test_run_task_missing_function(tmp_path: Path) -> None:
     config = TaskConfig("", MainCall("add", (1, 2)))
-    message = "function 'add' is not exported by the module; its exported functions are: 'sum'"
+    message = 'function "add" is not exported by the module; exported functions: "sum"$'
     with pytest.raises(TaskError, match=message):
         run(tmp_path, MODULES / "sum.wasm", config)
 
@@ -103,7 +103,7 @@ def test_run_task_missing_function(tmp_path: Path) -> None:
 def test_run_task_trap(tmp_path: Path) -> None:
     config = TaskConfig("", MainCall("divmod", (1, 0)))
     with pytest.raises(
-        TaskError, match="'divmod' trapped: wasm trap: integer divide by zero"
+        TaskError, match='"divmod" trapped: wasm trap: integer divide by zero'
     ):
         run(tmp_path, MODULES / "typed.wasm", config)
 
@@ -117,7 +117,7 @@ def test_run_task_unprintable_result(tmp_path: Path) -> None:
     wat = '(module (func (export "f") (result funcref) ref.null func))'
     with pytest.raises(
         TaskError,
-        match="function 'f' result 1 has type funcref, which the driver cannot print",
+        match='function "f" result 1 has type funcref, which the driver cannot print',
     ):
         run(tmp_path, wat, TaskConfig("", MainCall("f")))
 
@@ -147,12 +147,12 @@ def test_run_task_start_rule_prefers_handle_buffer(tmp_path: Path) -> None:
 
 def test_run_task_start_rule_only_for_default(tmp_path: Path) -> None:
     config = TaskConfig("", MainCall("main"))
-    with pytest.raises(TaskError, match="'main' is not exported.*'_start'"):
+    with pytest.raises(TaskError, match='"main" is not exported.*"_start"'):
         run(tmp_path, MODULES / "hello_wasi.wasm", config)
 
 
 def test_run_task_default_without_start(tmp_path: Path) -> None:
-    with pytest.raises(TaskError, match="'handle_buffer' is not exported.*'sum'"):
+    with pytest.raises(TaskError, match='"handle_buffer" is not exported.*"sum"'):
         run(tmp_path, MODULES / "sum.wasm", TaskConfig(""))
 
 
@@ -251,25 +251,25 @@ def test_run_task_relaxed_simd(tmp_path: Path) -> None:
         (
             MainCall("v128_param", (1, 3)),
             (
-                "function 'v128_param' argument 2 (value 3) has type v128, which "
+                'function "v128_param" argument 2 (value 3) has type v128, which '
                 "a job cannot pass; only i32, i64, f32 and f64 arguments are "
                 "supported"
             ),
         ),
         (
             MainCall("v128_param", (1,)),
-            "function 'v128_param' argument 2 has type v128, which a job cannot pass",
+            'function "v128_param" argument 2 has type v128, which a job cannot pass',
         ),
         (
             MainCall("v128_result"),
             (
-                "function 'v128_result' result 1 has type v128, which the driver "
+                'function "v128_result" result 1 has type v128, which the driver '
                 "cannot print"
             ),
         ),
         (
             MainCall("v128_second_result"),
-            "function 'v128_second_result' result 2 has type v128",
+            'function "v128_second_result" result 2 has type v128',
         ),
     ],
     ids=["param-given", "param-missing", "result", "second-result"],
@@ -290,21 +290,21 @@ def test_run_task_v128_initialize(tmp_path: Path) -> None:
       (func (export "_initialize") (param v128))
       (func (export "f") (result i32) i32.const 1))
     """
-    with pytest.raises(TaskError, match="'_initialize' argument 1 has type v128"):
+    with pytest.raises(TaskError, match='"_initialize" argument 1 has type v128'):
         run(tmp_path, wat, TaskConfig("", MainCall("f")))
 
 
 def test_run_task_v128_start(tmp_path: Path) -> None:
     wat = '(module (func (export "_start") (result v128) v128.const i64x2 0 0))'
-    with pytest.raises(TaskError, match="'_start' result 1 has type v128"):
+    with pytest.raises(TaskError, match='"_start" result 1 has type v128'):
         run(tmp_path, wat, TaskConfig(""))
 
 
 @pytest.mark.parametrize(
     ("buffer_func", "main_func", "message"),
     [
-        ("v128_ptr", "handle", "'v128_ptr' result 1 has type v128"),
-        ("ptr", "v128_handle", "'v128_handle' argument 1 (value 5) has type v128"),
+        ("v128_ptr", "handle", '"v128_ptr" result 1 has type v128'),
+        ("ptr", "v128_handle", '"v128_handle" argument 1 (value 5) has type v128'),
     ],
     ids=["buffer-function", "main-function"],
 )
@@ -326,8 +326,8 @@ def test_run_task_v128_io_buffer(
 
 
 def test_run_task_missing_function_lists_v128_exports(tmp_path: Path) -> None:
-    message = "'missing' is not exported by the module; its exported functions "
-    with pytest.raises(TaskError, match=message + "are: 'mul_lanes', 'swizzle"):
+    message = '"missing" is not exported by the module; exported functions: '
+    with pytest.raises(TaskError, match=message + '"mul_lanes", "swizzle'):
         run(tmp_path, SIMD_WAT, TaskConfig("", MainCall("missing")))
 
 
@@ -338,7 +338,9 @@ def test_run_task_v128_import_rejected(tmp_path: Path) -> None:
       (import "env" "v" (global v128))
       (func (export "f")))
     """
-    with pytest.raises(ModuleError, match="imports 'env'.'g' \\(function\\)"):
+    with pytest.raises(
+        ModuleError, match='"env"."g" \\(function, .*"env"."v" \\(global'
+    ):
         run(tmp_path, wat, TaskConfig("", MainCall("f")))
 
 
@@ -392,8 +394,8 @@ def test_resolve_module_path_absolute(tmp_path: Path) -> None:
 def test_resolve_module_path_missing(tmp_path: Path) -> None:
     task_dir, cwd = tmp_path / "task", tmp_path / "cwd"
     message = (
-        f"module file 'm.wasm' not found in the task directory \\('{task_dir}'\\) "
-        f"or the agent's working directory \\('{cwd}'\\)"
+        f'module file "m.wasm" not found in the task directory \\("{task_dir}"\\) '
+        f'or the agent\'s working directory \\("{cwd}"\\)'
     )
     with pytest.raises(ModuleError, match=message):
         resolve_module_path("m.wasm", task_dir, cwd)
@@ -401,11 +403,48 @@ def test_resolve_module_path_missing(tmp_path: Path) -> None:
 
 def test_resolve_module_path_missing_absolute(tmp_path: Path) -> None:
     missing = tmp_path / "gone.wasm"
-    with pytest.raises(ModuleError, match=f"module file '{missing}' not found$"):
+    with pytest.raises(ModuleError, match=f'module file "{missing}" not found$'):
         resolve_module_path(str(missing), tmp_path, tmp_path)
 
 
 def test_resolve_module_path_directory_is_not_module(tmp_path: Path) -> None:
     (tmp_path / "m.wasm").mkdir()
-    with pytest.raises(ModuleError, match="not found"):
+    message = f'module file "{tmp_path / "m.wasm"}" is a directory; set modulePath'
+    with pytest.raises(ModuleError, match=message):
         resolve_module_path("m.wasm", tmp_path, tmp_path)
+
+
+def test_run_task_shared_memory_named(tmp_path: Path) -> None:
+    wat = '(module (memory (export "memory") 1 1 shared) (func (export "f")))'
+    message = "failed to instantiate module: the module defines a shared memory"
+    with pytest.raises(ModuleError, match=message):
+        run(tmp_path, wat, TaskConfig("", MainCall("f")))
+
+
+def test_resolve_module_path_too_long(tmp_path: Path) -> None:
+    long_name = "a" * 100_000
+    message = (
+        r'module file ".*a{10}\.\.\." \(\d+ characters\) cannot be opened: '
+        r"path too long \(\d+ characters\); set modulePath to a \.wasm file"
+    )
+    with pytest.raises(ModuleError, match=message):
+        resolve_module_path(long_name, tmp_path, tmp_path)
+
+
+def test_resolve_module_path_device_not_regular(tmp_path: Path) -> None:
+    message = 'module file "/dev/zero" is not a regular file; set modulePath'
+    with pytest.raises(ModuleError, match=message):
+        resolve_module_path("/dev/zero", tmp_path, tmp_path)
+
+
+def test_resolve_module_path_nul_character(tmp_path: Path) -> None:
+    with pytest.raises(ModuleError, match='"m\\\\u0000.wasm": it contains a NUL'):
+        resolve_module_path("m\0.wasm", tmp_path, tmp_path)
+
+
+def test_resolve_module_path_prefers_file_over_directory(tmp_path: Path) -> None:
+    task_dir, cwd = tmp_path / "task", tmp_path / "cwd"
+    (task_dir / "m.wasm").mkdir(parents=True)
+    cwd.mkdir()
+    (cwd / "m.wasm").write_bytes(b"\0asm")
+    assert resolve_module_path("m.wasm", task_dir, cwd) == cwd / "m.wasm"

@@ -148,8 +148,8 @@ def test_resolve_preopen_outside_alloc(task: Task, host_path: str) -> None:
     (task.task_dir / "escape").symlink_to("/tmp")
     preopen = WasiPreopen(host_path=host_path, guest_path="/x")
     message = (
-        f"wasi preopen host path '{host_path}' resolves to .*, which is outside "
-        f"the allocation directory; it must be inside '{task.alloc_dir.resolve()}'"
+        f'wasi preopen host path "{host_path}" resolves to .*, which is outside '
+        f'the allocation directory; it must be inside "{task.alloc_dir.resolve()}"$'
     )
     with pytest.raises(TaskError, match=message):
         resolve_preopen(preopen, task.task_dir, task.alloc_dir)
@@ -157,21 +157,22 @@ def test_resolve_preopen_outside_alloc(task: Task, host_path: str) -> None:
 
 def test_resolve_preopen_missing_dir(task: Task) -> None:
     preopen = WasiPreopen(host_path="nowhere", guest_path="/x")
-    with pytest.raises(TaskError, match="'nowhere' .* is not an existing directory"):
+    with pytest.raises(TaskError, match='"nowhere" .* is not an existing directory'):
         resolve_preopen(preopen, task.task_dir, task.alloc_dir)
 
 
 def test_wasi_preopen_outside_alloc_fails_task(task: Task) -> None:
     preopen = WasiPreopen(host_path="/etc", guest_path="/etc")
-    with pytest.raises(TaskError, match="'/etc' resolves to '/etc', which is outside"):
+    with pytest.raises(TaskError, match='"/etc" resolves to "/etc", which is outside'):
         task.run(HELLO, WasiSettings(("/etc/hostname",), (preopen,)))
 
 
 def test_wasi_unsupported_import_module(task: Task) -> None:
     wat = '(module (import "env" "foo" (func)) (func (export "_start")))'
     message = (
-        r"module imports 'env'\.'foo' \(function\), which this driver does not "
-        "provide; only wasi_snapshot_preview1 imports are supported"
+        r'module has 1 unsupported import: "env"\."foo" \(function, not from '
+        r"wasi_snapshot_preview1\); the driver provides only the "
+        "wasi_snapshot_preview1 functions of wasmtime$"
     )
     with pytest.raises(ModuleError, match=message):
         task.run(wat)
@@ -183,8 +184,39 @@ def test_wasi_unknown_wasi_function(task: Task) -> None:
         ' (func (export "_start")))'
     )
     message = (
-        r"module imports 'wasi_snapshot_preview1'\.'no_such_call' \(function\), "
-        "which wasmtime's wasi_snapshot_preview1 does not provide"
+        r'unsupported import: "wasi_snapshot_preview1"\."no_such_call" '
+        r"\(function, unknown to wasmtime's WASI\)"
     )
     with pytest.raises(ModuleError, match=message):
         task.run(wat)
+
+
+def test_wasi_unsupported_imports_all_listed(task: Task) -> None:
+    wat = (
+        '(module (import "env" "whatever" (func))'
+        ' (import "wasi_snapshot_preview1" "no_such_call" (func))'
+        ' (import "wasi_snapshot_preview1" "fd_write"'
+        "   (func (param i32 i32 i32 i32) (result i32)))"
+        ' (func (export "_start")))'
+    )
+    with pytest.raises(
+        ModuleError, match="module has 2 unsupported imports: "
+    ) as raised:
+        task.run(wat)
+    message = str(raised.value)
+    assert '"env"."whatever" (function, not from wasi_snapshot_preview1)' in message
+    assert '"wasi_snapshot_preview1"."no_such_call"' in message
+    assert '"fd_write"' not in message
+
+
+def test_wasi_unsupported_imports_list_bounded(task: Task) -> None:
+    imports = "".join(f'(import "env" "f{i}" (func))' for i in range(25))
+    wat = f'(module {imports} (func (export "_start")))'
+    with pytest.raises(
+        ModuleError, match="module has 25 unsupported imports: "
+    ) as raised:
+        task.run(wat)
+    message = str(raised.value)
+    assert '"env"."f9" (function' in message
+    assert '"env"."f10"' not in message
+    assert "and 15 more;" in message

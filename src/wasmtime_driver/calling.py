@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 
 import wasmtime
 
+from .config import quote, show_number, show_value
 from .engine import Interrupt, TaskInterrupted
 from .errors import ModuleError, TaskError
 from .settings import ConfigNumber
@@ -21,7 +23,16 @@ _FLOAT_TYPES = ("f32", "f64")
 _NUMBER_TYPES = (*_INTEGER_BITS, *_FLOAT_TYPES)
 # Result types that wasmtime-py 50 converts to Python values without aborting.
 _READABLE_RESULT_TYPES = (*_NUMBER_TYPES, "funcref", "externref")
-_F32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
+# Smallest nonzero and largest finite magnitudes of each float type.
+_FLOAT_RANGES = {
+    "f32": (
+        struct.unpack("<f", b"\x01\x00\x00\x00")[0],
+        struct.unpack("<f", b"\xff\xff\x7f\x7f")[0],
+    ),
+    "f64": (5e-324, sys.float_info.max),
+}
+# Exported names listed in an error message, at most.
+_MAX_LISTED_NAMES = 20
 
 WasmValue = int | float
 
@@ -47,20 +58,46 @@ def find_function(
     """
     func = exports.get(name)
     if not isinstance(func, wasmtime.Func):
-        available = ", ".join(repr(n) for n in exported_functions(signatures))
-        problem = "is not a function" if func is not None else "is not exported"
-        raise TaskError(
-            f"function {name!r} {problem} by the module; "
-            f"its exported functions are: {available or 'none'}"
-        )
+        available = list_names(exported_functions(signatures))
+        if func is None:
+            problem = f"function {quote(name)} is not exported by the module"
+        else:
+            problem = f"export {quote(name)} is a {extern_kind(func)}, not a function"
+        raise TaskError(f"{problem}; exported functions: {available}")
     signature = signatures.get(name)
     if signature is None:
         raise ModuleError(
-            f"function {name!r} is exported by the compiled module but not by the "
+            f"function {quote(name)} is exported by the compiled module but not by the "
             "module file; the file changed after it was compiled, so start the "
             "task again"
         )
     return func, signature
+
+
+def extern_kind(extern: object) -> str:
+    """Return the wasm name of an export's kind: function, memory, global, table."""
+    kinds = {
+        wasmtime.Func: "function",
+        wasmtime.FuncType: "function",
+        wasmtime.Memory: "memory",
+        wasmtime.MemoryType: "memory",
+        wasmtime.SharedMemory: "shared memory",
+        wasmtime.Global: "global",
+        wasmtime.GlobalType: "global",
+        wasmtime.Table: "table",
+        wasmtime.TableType: "table",
+    }
+    return kinds.get(type(extern), type(extern).__name__)
+
+
+def list_names(names: Sequence[str]) -> str:
+    """Return quoted names separated by commas, at most `_MAX_LISTED_NAMES` of them."""
+    if not names:
+        return "none"
+    shown = ", ".join(quote(name) for name in names[:_MAX_LISTED_NAMES])
+    if len(names) > _MAX_LISTED_NAMES:
+        shown += f" and {len(names) - _MAX_LISTED_NAMES} more"
+    return shown
 
 
 def signatures_from_module(module: wasmtime.Module) -> dict[str, FuncSignature]:
@@ -105,7 +142,7 @@ def call_function(
     except (wasmtime.Trap, wasmtime.WasmtimeError) as err:
         if interrupt.requested:
             raise TaskInterrupted() from None
-        raise TaskError(f"function {name!r} trapped: {trap_reason(err)}") from None
+        raise TaskError(f"function {quote(name)} trapped: {trap_reason(err)}") from None
 
 
 def trap_reason(err: Exception) -> str:
@@ -138,7 +175,7 @@ def _check_result_types(
     for position, type_name in enumerate(signature.results, start=1):
         if type_name not in allowed:
             raise TaskError(
-                f"function {func_name!r} result {position} has type {type_name}, "
+                f"function {quote(func_name)} result {position} has type {type_name}, "
                 "which the driver cannot print; call a function whose results "
                 "are i32, i64, f32 or f64"
             )
@@ -152,13 +189,22 @@ def convert_args(
     params = signature.params
     if len(args) != len(params):
         raise TaskError(
-            f"function {func_name!r} takes {len(params)} argument(s) "
-            f"({', '.join(params) or 'none'}) but {len(args)} were given"
+            f"function {quote(func_name)} takes {_count(len(params), 'argument')}"
+            f"{_param_list(params)} but {len(args)} "
+            f"{'was' if len(args) == 1 else 'were'} given"
         )
     return [
         _convert_arg(func_name, position, value, type_name)
         for position, (value, type_name) in enumerate(zip(args, params), start=1)
     ]
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _param_list(params: Sequence[str]) -> str:
+    return f" ({', '.join(params)})" if params else ""
 
 
 def _check_param_types(
@@ -167,20 +213,30 @@ def _check_param_types(
     for position, type_name in enumerate(signature.params, start=1):
         if type_name in _NUMBER_TYPES:
             continue
-        given = f" (value {args[position - 1]!r})" if position <= len(args) else ""
+        given = ""
+        if position <= len(args):
+            given = f" (value {_show_arg(args[position - 1])})"
         raise TaskError(
-            f"function {func_name!r} argument {position}{given} has type "
+            f"function {quote(func_name)} argument {position}{given} has type "
             f"{type_name}, which a job cannot pass; only i32, i64, f32 and f64 "
             "arguments are supported"
         )
 
 
+def _show_arg(value: object) -> str:
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return show_number(value)
+    return show_value(value)
+
+
 def _convert_arg(
     func_name: str, position: int, value: ConfigNumber, type_name: str
 ) -> WasmValue:
-    where = f"function {func_name!r} argument {position}"
+    where = f"function {quote(func_name)} argument {position}"
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TaskError(f"{where}: {value!r} is not a number (expected {type_name})")
+        raise TaskError(
+            f"{where}: {_show_arg(value)} is not a number (expected {type_name})"
+        )
     if type_name in _INTEGER_BITS:
         return _to_integer(where, value, _INTEGER_BITS[type_name])
     return _to_float(where, value, type_name)
@@ -188,15 +244,17 @@ def _convert_arg(
 
 def _to_integer(where: str, value: float | str, bits: int) -> int:
     type_name = f"i{bits}"
+    shown = show_number(value)
     number = _parse_decimal(where, value, type_name)
     if not number.is_finite() or number != number.to_integral_value():
-        raise TaskError(f"{where}: {value!r} is not an integer (expected {type_name})")
-    integer = int(number)
+        raise TaskError(f"{where}: {shown} is not an integer (expected {type_name})")
     low, high = -(1 << (bits - 1)), (1 << bits) - 1
-    if not low <= integer <= high:
+    # The exponent check comes first so that int() never builds a huge int.
+    if number.adjusted() > 20 or not low <= int(number) <= high:
         raise TaskError(
-            f"{where}: {value!r} does not fit in {type_name} (expected {low}..{high})"
+            f"{where}: {shown} does not fit in {type_name} (expected {low}..{high})"
         )
+    integer = int(number)
     # Unsigned values above the signed maximum become their two's-complement
     # bit pattern, which is how wasm itself reads them.
     if integer >= 1 << (bits - 1):
@@ -205,28 +263,54 @@ def _to_integer(where: str, value: float | str, bits: int) -> int:
 
 
 def _to_float(where: str, value: float | str, type_name: str) -> float:
-    if isinstance(value, str):
-        number = _parse_decimal(where, value, type_name)
-        result = float(number)
-    else:
-        result = float(value)
-    if type_name == "f32" and math.isfinite(result) and abs(result) > _F32_MAX:
-        # A finite number past the f32 range would silently become infinity.
+    """Round `value` to the nearest `type_name` value, rejecting what does not fit.
+
+    Overflow to infinity and underflow of a nonzero value to zero are errors;
+    every other value is rounded to the nearest representable value, ties to
+    even. Job values are finite, so NaN and infinities are rejected too.
+    """
+    number = _parse_decimal(where, value, type_name)
+    # Decimal's float() parses its text, which is correctly rounded and cheap
+    # even for an exponent of 1e9, where float(int) would raise.
+    result = float(number) if number.is_finite() else math.nan
+    if type_name == "f32" and math.isfinite(result):
+        result = _round_to_f32(result)
+    if not math.isfinite(result) or (result == 0 and number != 0):
+        smallest, largest = _FLOAT_RANGES[type_name]
+        limits = f"{_format_float(type_name, smallest)} to "
+        limits += _format_float(type_name, largest)
         raise TaskError(
-            f"{where}: {value!r} does not fit in f32 "
-            f"(expected a magnitude of at most {_F32_MAX!r})"
+            f"{where}: {show_number(value)} does not fit in {type_name} "
+            f"(expected 0 or a magnitude from {limits} after rounding to the "
+            f"nearest {type_name})"
         )
     return result
+
+
+def _round_to_f32(value: float) -> float:
+    # NOTE: the decimal text is rounded to f64 first and then to f32. Such
+    # double rounding can differ from correct rounding by one f32 step for
+    # rare values that lie almost exactly halfway between two f32 values.
+    try:
+        rounded: float = struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        # struct raises when the value rounds past the f32 maximum.
+        return math.inf
+    return rounded
+
+
+def _format_float(type_name: str, value: float) -> str:
+    return format_f32(value) if type_name == "f32" else repr(value)
 
 
 def _parse_decimal(where: str, value: float | str, type_name: str) -> Decimal:
     # Decimal keeps integers and decimal strings of any length exact, so the
     # range check sees the job's value and not a float64 rounding of it.
     try:
-        return Decimal(value.strip() if isinstance(value, str) else value)
+        return Decimal(value)
     except InvalidOperation:
         raise TaskError(
-            f"{where}: {value!r} is not a number (expected {type_name})"
+            f"{where}: {show_number(value)} is not a number (expected {type_name})"
         ) from None
 
 
@@ -251,7 +335,7 @@ def format_value(type_name: str, value: object) -> str:
         return repr(value)
     if type_name == "f32" and isinstance(value, float):
         return format_f32(value)
-    raise TaskError(f"cannot format result {value!r} of type {type_name}")
+    raise TaskError(f"cannot format result {show_value(value)} of type {type_name}")
 
 
 def format_f32(value: float) -> str:

@@ -15,10 +15,13 @@ Nomad sends a block's default literal only when the whole block is absent.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +76,31 @@ class Section:
     repeated: bool = False
 
 
+# Numbers that go-cty sends as text are plain decimal text; Python's Decimal
+# would also accept spaces, underscores, "Infinity" and "NaN".
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+# Longer decimal text is rejected before parsing, so that no number costs
+# more than a bounded amount of work to convert or compare.
+MAX_NUMBER_TEXT = 1000
+# A whole number whose decimal exponent is above this fits neither i64 nor a
+# finite f64 (maximum about 1.8e308). It stays decimal text, because building
+# a Python int costs time and memory that grow with the exponent.
+_MAX_WHOLE_EXPONENT = 310
+# Sizes are stored as Python ints; anything above the i64 maximum is a typo.
+_MAX_SIZE = (1 << 63) - 1
+
+
 # Checks
 
 
 def _positive_whole(value: Any) -> str | None:
-    if isinstance(value, Decimal) and value == value.to_integral_value() and value > 0:
-        return None
-    return "must be a whole number greater than 0"
+    if not isinstance(value, Decimal) or value != value.to_integral_value():
+        return "must be a whole number greater than 0"
+    if value <= 0:
+        return "must be a whole number greater than 0"
+    if value > _MAX_SIZE:
+        return f"must be at most {_MAX_SIZE}"
+    return None
 
 
 def _cache_type(value: Any) -> str | None:
@@ -88,8 +109,13 @@ def _cache_type(value: Any) -> str | None:
     return f"expected one of {', '.join(CACHE_TYPES)}"
 
 
-def _not_empty(value: Any) -> str | None:
-    return None if value else "must not be empty"
+def _not_empty(fix: str) -> Check:
+    """Return a check that rejects "" and names `fix`, the value to set instead."""
+
+    def check(value: Any) -> str | None:
+        return None if value else f"must not be empty ({fix})"
+
+    return check
 
 
 # Declarations. Names, types and defaults are the original Go driver's, so
@@ -123,7 +149,11 @@ CACHE = Section(
         Key("size", "number", 5, check=_positive_whole),
         EXPIRATION,
         PRE_CACHE,
-        Key("dir", "string", check=_not_empty),
+        Key(
+            "dir",
+            "string",
+            check=_not_empty("remove the key to use the default cache directory"),
+        ),
     ),
     absent_keys=("enabled", "type", "size", "expiration", "preCache"),
 )
@@ -136,7 +166,12 @@ IO_BUFFER = Section(
         Key("enabled", "bool", False),
         Key("size", "number", 4096, check=_positive_whole),
         Key("inputValue", "string"),
-        Key("IOBufFuncName", "string", DEFAULT_IO_BUFFER_FUNC, check=_not_empty),
+        Key(
+            "IOBufFuncName",
+            "string",
+            DEFAULT_IO_BUFFER_FUNC,
+            check=_not_empty(f"remove the key to call {DEFAULT_IO_BUFFER_FUNC}"),
+        ),
         Key("args", "list(number)"),
     ),
     absent_keys=("enabled",),
@@ -145,7 +180,12 @@ IO_BUFFER = Section(
 MAIN = Section(
     "main",
     (
-        Key("mainFuncName", "string", DEFAULT_MAIN_FUNC, check=_not_empty),
+        Key(
+            "mainFuncName",
+            "string",
+            DEFAULT_MAIN_FUNC,
+            check=_not_empty(f"remove the key to call {DEFAULT_MAIN_FUNC}"),
+        ),
         Key("args", "list(number)"),
     ),
     absent_keys=("mainFuncName",),
@@ -154,7 +194,14 @@ MAIN = Section(
 WASI_PREOPEN = Section(
     "preopen",
     (
-        Key("hostPath", "string", required=True, check=_not_empty),
+        Key(
+            "hostPath",
+            "string",
+            required=True,
+            check=_not_empty(
+                'set it to a directory of the allocation, such as "local"'
+            ),
+        ),
         Key("guestPath", "string"),
         Key("readOnly", "bool"),
     ),
@@ -166,7 +213,12 @@ WASI = Section("wasi", (Key("args", "list(string)"), WASI_PREOPEN))
 TASK_CONFIG = Section(
     "config",
     (
-        Key("modulePath", "string", required=True, check=_not_empty),
+        Key(
+            "modulePath",
+            "string",
+            required=True,
+            check=_not_empty("set it to the path of a .wasm file"),
+        ),
         IO_BUFFER,
         MAIN,
         WASI,
@@ -240,11 +292,7 @@ def decode_plugin_config(data: bytes) -> PluginConfig:
     pre_cache = cache["preCache"]
     modules_dir = pre_cache["modulesDir"]
     cache_dir = cache["dir"]
-    if expiration["enabled"] and expiration["entryTTL"] <= 0:
-        raise ConfigError(
-            f"invalid cache.expiration.entryTTL {expiration['entryTTL']}: must be a "
-            "number of seconds greater than 0, or set cache.expiration.enabled = false"
-        )
+    _check_entry_ttl(expiration["entryTTL"], enabled=expiration["enabled"])
     return PluginConfig(
         cache=CacheSettings(
             enabled=cache["enabled"],
@@ -261,6 +309,20 @@ def decode_plugin_config(data: bytes) -> PluginConfig:
             dir=Path(cache_dir) if cache_dir else None,
         )
     )
+
+
+def _check_entry_ttl(ttl: Decimal, *, enabled: bool) -> None:
+    shown = show_number(ttl)
+    if not math.isfinite(float(ttl)):
+        raise ConfigError(
+            f"invalid cache.expiration.entryTTL {shown}: too large; set it to a "
+            "number of seconds"
+        )
+    if enabled and ttl <= 0:
+        raise ConfigError(
+            f"invalid cache.expiration.entryTTL {shown}: must be a number of "
+            "seconds greater than 0, or set cache.expiration.enabled = false"
+        )
 
 
 def decode_task_config(data: bytes) -> TaskConfig:
@@ -301,9 +363,12 @@ def _wasi_preopen(values: Mapping[str, Any]) -> WasiPreopen:
 def _config_number(value: Decimal) -> ConfigNumber:
     # Whole numbers become ints and the rest keep their exact decimal text,
     # so that the runtime converts them by the called function's signature.
-    if value == value.to_integral_value():
+    # A whole number too large for any wasm type stays text: the runtime
+    # rejects it without building a huge int.
+    if value.adjusted() <= _MAX_WHOLE_EXPONENT and value == value.to_integral_value():
         return int(value)
-    return str(value)
+    # Lowercase "e" as in Python's float text: Decimal writes "1E+999999999".
+    return str(value).replace("E", "e")
 
 
 def _unpack(data: bytes, what: str) -> Mapping[str, Any]:
@@ -312,33 +377,46 @@ def _unpack(data: bytes, what: str) -> Mapping[str, Any]:
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError) as err:
-        raise ConfigError(f"failed to decode {what} msgpack: {err}") from err
+        raise ConfigError(
+            f"failed to decode {what} msgpack: {_decode_reason(err)}"
+        ) from err
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"invalid {what}: expected a map, got {type(value).__name__}")
+        raise ConfigError(f"invalid {what}: expected a map, got {show_value(value)}")
     return value
 
 
-def _decode_section(section: Section, data: Any, prefix: str) -> dict[str, Any]:
+def _decode_reason(err: Exception) -> str:
+    # msgpack raises StackError without a message when nesting is deeper than
+    # its C unpacker's stack.
+    if isinstance(err, msgpack.StackError):
+        return "values are nested too deeply"
+    return str(err) or type(err).__name__
+
+
+def _decode_section(section: Section, data: Any, path: str) -> dict[str, Any]:
+    """Decode the block at `path` ("" for the whole config, else "main" etc.)."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"invalid {prefix or section.name}: expected a block")
+        raise ConfigError(
+            f"invalid {path or section.name}: expected a block, got {show_value(data)}"
+        )
 
     values: dict[str, Any] = {}
     for member in section.members:
-        path = f"{prefix}{member.name}"
+        member_path = f"{path}.{member.name}" if path else member.name
         raw = data.get(member.name)
         if isinstance(member, Key):
-            values[member.name] = _decode_key(member, raw, path)
+            values[member.name] = _decode_key(member, raw, member_path)
         elif member.repeated:
             values[member.name] = [
-                _decode_section(member, item, f"{path}.")
-                for item in _as_list(raw, path)
+                _decode_section(member, item, f"{member_path}[{index}]")
+                for index, item in enumerate(_as_list(raw, member_path))
             ]
         else:
-            values[member.name] = _decode_section(member, raw, f"{path}.")
+            values[member.name] = _decode_section(member, raw, member_path)
     return values
 
 
@@ -360,7 +438,7 @@ def _decode_key(key: Key, raw: Any, path: str) -> Any:
     if key.check is not None:
         problem = key.check(value)
         if problem is not None:
-            raise ConfigError(f"invalid {path} {_show(raw)}: {problem}")
+            raise ConfigError(f"invalid {path} {show_value(raw)}: {problem}")
     return value
 
 
@@ -380,26 +458,134 @@ def _convert(hcl_type: str, raw: Any, path: str) -> Any:
     if hcl_type.startswith("list(") and isinstance(raw, list):
         item_type = hcl_type[len("list(") : -1]
         return [_convert(item_type, item, f"{path}[{i}]") for i, item in enumerate(raw)]
-    raise ConfigError(f"invalid {path} {_show(raw)}: expected a {hcl_type}")
+    raise ConfigError(f"invalid {path} {show_value(raw)}: expected a {hcl_type}")
 
 
 def _to_decimal(raw: Any, path: str) -> Decimal:
-    if isinstance(raw, bool):
-        raise ConfigError(f"invalid {path} {_show(raw)}: expected a number")
-    if isinstance(raw, int | float):
-        # A float64 from go-cty stands for its exact binary value (Nomad up to
-        # 1.9.4 sends 2**63 that way), which Decimal(float) keeps and repr
-        # would round to 17 digits.
+    if isinstance(raw, float):
+        # go-cty encodes infinities as msgpack floats; no key accepts them.
+        if not math.isfinite(raw):
+            raise ConfigError(
+                f"invalid {path} {show_value(raw)}: expected a finite number"
+            )
+        # A float64 from go-cty is its exact binary value (Nomad up to 1.9.4
+        # sends 2**63 that way), which Decimal(float) keeps and repr would
+        # round to 17 digits.
+        return Decimal(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool):
         return Decimal(raw)
     if isinstance(raw, str):
-        try:
-            number = Decimal(raw.strip())
-        except InvalidOperation:
-            number = None
-        if number is not None and number.is_finite():
-            return number
-    raise ConfigError(f"invalid {path} {_show(raw)}: expected a number")
+        return _parse_decimal_text(raw, path)
+    raise ConfigError(f"invalid {path} {show_value(raw)}: expected a number")
 
 
-def _show(raw: Any) -> str:
-    return json.dumps(raw) if isinstance(raw, str) else repr(raw)
+def _parse_decimal_text(text: str, path: str) -> Decimal:
+    if len(text) > MAX_NUMBER_TEXT:
+        raise ConfigError(
+            f"invalid {path} {show_value(text)}: number text is too long "
+            f"({len(text)} characters, at most {MAX_NUMBER_TEXT})"
+        )
+    if _DECIMAL_TEXT.fullmatch(text) is None:
+        raise ConfigError(
+            f"invalid {path} {show_value(text)}: expected a number such as "
+            '"12", "-0.5" or "1e-3"'
+        )
+    return Decimal(text)
+
+
+# Display. Messages show values as JSON-like text: strings in double quotes,
+# numbers bare and short, and every value cut to a readable length.
+
+_MAX_SHOWN_CHARS = 60
+_MAX_SHOWN_PATH = 300
+_MAX_SHOWN_DIGITS = 20
+_MAX_SHOWN_ITEMS = 4
+_MAX_SHOWN_DEPTH = 2
+
+
+def quote(text: str, limit: int = _MAX_SHOWN_CHARS) -> str:
+    """Return `text` in double quotes, escaped as in JSON and cut after `limit`."""
+    if len(text) <= limit:
+        return json.dumps(text, ensure_ascii=False)
+    head = json.dumps(text[:limit], ensure_ascii=False)
+    return f'{head[:-1]}..." ({len(text)} characters)'
+
+
+def quote_path(path: str | Path) -> str:
+    """Return a file path quoted, cut only when longer than most real paths."""
+    return quote(str(path), _MAX_SHOWN_PATH)
+
+
+def show_number(value: float | str | Decimal) -> str:
+    """Return a number as short text: as given, or in scientific notation if long.
+
+    Floats use Python's shortest text, and infinities and NaN their JSON
+    spelling. Text that is not plain decimal text is quoted.
+    """
+    if isinstance(value, float):
+        return _show_float(value)
+    if isinstance(value, str):
+        if len(value) > MAX_NUMBER_TEXT or _DECIMAL_TEXT.fullmatch(value) is None:
+            return quote(value)
+        if len(value) <= _MAX_SHOWN_DIGITS:
+            return value
+    number = Decimal(value)
+    # adjusted() is checked first: format "f" writes every digit of 1e999999.
+    small = abs(number.adjusted()) <= _MAX_SHOWN_DIGITS
+    if small and len(number.as_tuple().digits) <= _MAX_SHOWN_DIGITS:
+        return format(number, "f")
+    return _scientific(number)
+
+
+def _show_float(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
+def _scientific(value: Decimal) -> str:
+    # 17 significant digits identify any float64; more only make noise.
+    mantissa, _, exponent = format(value, ".16e").partition("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    sign = "-" if exponent.startswith("-") else "+"
+    return f"{mantissa}e{sign}{exponent.lstrip('+-')}"
+
+
+def show_value(raw: Any, depth: int = 0) -> str:
+    """Return a decoded msgpack value as short JSON-like text."""
+    if raw is None:
+        return "null"
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, int | float):
+        return show_number(raw)
+    if isinstance(raw, str):
+        return quote(raw)
+    if isinstance(raw, bytes):
+        return f"<{len(raw)} bytes of binary data>"
+    if isinstance(raw, msgpack.ExtType):  # a namedtuple, so before tuple
+        return f"<msgpack extension type {raw.code}>"
+    if isinstance(raw, list | tuple):
+        if depth >= _MAX_SHOWN_DEPTH:
+            return "[...]" if raw else "[]"
+        items = [show_value(item, depth + 1) for item in raw[:_MAX_SHOWN_ITEMS]]
+        return _show_items(items, len(raw), "[]")
+    if isinstance(raw, Mapping):
+        if depth >= _MAX_SHOWN_DEPTH:
+            return "{...}" if raw else "{}"
+        pairs = itertools.islice(raw.items(), _MAX_SHOWN_ITEMS)
+        items = [
+            f"{show_value(k, depth + 1)}: {show_value(v, depth + 1)}" for k, v in pairs
+        ]
+        return _show_items(items, len(raw), "{}")
+    return f"<{type(raw).__name__}>"
+
+
+def _show_items(items: list[str], count: int, brackets: str) -> str:
+    text = ", ".join(items)
+    if count > len(items):
+        text += f", ... ({count} items)"
+    return f"{brackets[0]}{text}{brackets[1]}"

@@ -14,7 +14,14 @@ from collections.abc import Mapping
 
 import wasmtime
 
-from .calling import call_function, find_function, signatures_from_module
+from .calling import (
+    call_function,
+    extern_kind,
+    find_function,
+    list_names,
+    signatures_from_module,
+)
+from .config import quote
 from .engine import Interrupt
 from .errors import TaskError
 from .settings import IOBuffer, MainCall
@@ -55,12 +62,12 @@ def run_io_buffer(
     length = _single_i32(main.func_name, signature, result, "output length")
     if length == 0:
         raise TaskError(
-            f"function {main.func_name!r} returned 0, which reports a failure "
+            f"function {quote(main.func_name)} returned 0, which reports a failure "
             "of the module"
         )
     if length < 0 or length > buffer.size:
         raise TaskError(
-            f"function {main.func_name!r} returned output length {length}, "
+            f"function {quote(main.func_name)} returned output length {length}, "
             f"outside the io buffer size of {buffer.size} bytes "
             "(expected 1..size; raise ioBuffer.size if the output is that long)"
         )
@@ -82,15 +89,36 @@ def encode_input(buffer: IOBuffer) -> bytes:
 def find_memory(
     module: wasmtime.Module, exports: Mapping[str, object]
 ) -> wasmtime.Memory:
-    """Return the `memory` export, or raise `TaskError` if the module lacks one."""
+    """Return the `memory` export, or raise `TaskError` naming what is wrong."""
     memory = exports.get(MEMORY_EXPORT)
     if isinstance(memory, wasmtime.Memory):
         return memory
-    names = ", ".join(repr(export.name) for export in module.exports) or "none"
+    name = quote(MEMORY_EXPORT)
+    if memory is not None and _is_shared_memory(module, memory):
+        raise TaskError(
+            f"the io buffer needs the memory exported as {name}, but it is a "
+            "shared memory, which the io buffer does not support; export an "
+            "unshared memory"
+        )
+    if memory is not None:
+        raise TaskError(
+            f"the io buffer needs a memory exported as {name}, but export {name} "
+            f"is a {extern_kind(memory)}"
+        )
+    names = list_names([export.name for export in module.exports])
     raise TaskError(
-        f"the io buffer needs a memory exported as {MEMORY_EXPORT!r}, which the "
-        f"module does not export; its exports are: {names}"
+        f"the io buffer needs a memory exported as {name}, which the module "
+        f"does not export; its exports are: {names}"
     )
+
+
+def _is_shared_memory(module: wasmtime.Module, export: object) -> bool:
+    if isinstance(export, wasmtime.SharedMemory):
+        return True
+    for item in module.exports:
+        if item.name == MEMORY_EXPORT and isinstance(item.type, wasmtime.MemoryType):
+            return bool(item.type.is_shared)
+    return False
 
 
 def _buffer_offset(
@@ -114,7 +142,7 @@ def _single_i32(name: str, signature: FuncSignature, result: object, what: str) 
     if result_types != ("i32",) or not isinstance(result, int):
         returned = ", ".join(result_types) or "nothing"
         raise TaskError(
-            f"function {name!r} must return one i32 ({what}) but returns {returned}"
+            f"function {quote(name)} must return one i32 ({what}) but returns {returned}"
         )
     return result
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import stat
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
@@ -19,16 +21,21 @@ from .calling import (
     signatures_from_module,
     trap_reason,
 )
+from .config import quote_path
 from .engine import Interrupt, TaskInterrupted, create_store
 from .errors import ModuleError, TaskError
 from .iobuffer import run_io_buffer
 from .settings import DEFAULT_MAIN_FUNC, TaskConfig
-from .wasi import check_imports, check_wasi_imports, create_linker, wasi_config
+from .wasi import check_imports, create_linker, uses_wasi, wasi_config
 from .wasmbinary import FuncSignature, read_function_exports
 
 __all__ = ["TaskIO", "TaskInterrupted", "resolve_module_path", "run_task"]
 
 logger = logging.getLogger(__name__)
+
+# Text of wasmtime's error (wasmtime 50) for a module with a shared memory.
+# The driver's engine never enables shared memory, so such modules fail.
+_SHARED_MEMORY_DISABLED = "shared memory support is disabled"
 
 WASI_START = "_start"
 # WASI reactors export this to initialise libc; it runs before any other export.
@@ -60,19 +67,48 @@ def resolve_module_path(module_path: str, task_dir: Path, cwd: Path) -> Path:
 
     An absolute path is used as it is. A relative path is looked up in the task
     directory, where Nomad's artifact block puts downloads, and then in the
-    agent's working directory, where the original driver looked.
+    agent's working directory, where the original driver looked. Raises
+    `ModuleError` when no candidate is a regular file.
     """
+    if "\0" in module_path:
+        raise ModuleError(
+            f"invalid modulePath {quote_path(module_path)}: it contains a NUL character"
+        )
     path = Path(module_path)
     candidates = [path] if path.is_absolute() else [task_dir / path, cwd / path]
+    problem = None
     for candidate in candidates:
-        if candidate.is_file():
+        kind = _file_kind(candidate)
+        if kind == "file":
             return candidate
+        if kind != "missing" and problem is None:
+            problem = f"module file {quote_path(candidate)} {kind}"
+    if problem is not None:
+        raise ModuleError(f"{problem}; set modulePath to a .wasm file")
     if path.is_absolute():
-        raise ModuleError(f"module file {module_path!r} not found")
+        raise ModuleError(f"module file {quote_path(module_path)} not found")
     raise ModuleError(
-        f"module file {module_path!r} not found in the task directory "
-        f"({str(task_dir)!r}) or the agent's working directory ({str(cwd)!r})"
+        f"module file {quote_path(module_path)} not found in the task directory "
+        f"({quote_path(task_dir)}) or the agent's working directory "
+        f"({quote_path(cwd)})"
     )
+
+
+def _file_kind(path: Path) -> str:
+    """Return "file", "missing", or what else is at `path` as a message part."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:
+            return f"cannot be opened: path too long ({len(str(path))} characters)"
+        return f"cannot be opened: {err.strerror or err}"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    return "is not a regular file"
 
 
 def run_task(
@@ -88,15 +124,15 @@ def run_task(
     imports or linking that fail, and `TaskError` for every other failure.
     A WASI `proc_exit(n)` returns n.
     """
-    uses_wasi = check_imports(module)
+    with_wasi = uses_wasi(module)
     signatures = _function_signatures(module, io)
     with ExitStack() as wasi_scope:
         store = create_store(engine, interrupt)
         if io.memory_limit_bytes > 0:
             store.set_limits(memory_size=io.memory_limit_bytes)
-        linker = create_linker(engine) if uses_wasi else wasmtime.Linker(engine)
-        if uses_wasi:
-            check_wasi_imports(linker, store, module)
+        linker = create_linker(engine) if with_wasi else wasmtime.Linker(engine)
+        check_imports(linker, store, module)
+        if with_wasi:
             store.set_wasi(wasi_scope.enter_context(_wasi_config(config, io)))
         try:
             exports = _instantiate(linker, store, module, interrupt)
@@ -143,6 +179,12 @@ def _instantiate(
         if interrupt.requested:
             raise TaskInterrupted() from None
         reason = trap_reason(err)
+        if _SHARED_MEMORY_DISABLED in reason:
+            reason = (
+                "the module defines a shared memory (from the WebAssembly threads "
+                "proposal), which the driver does not support; build it without "
+                "shared memory"
+            )
         raise ModuleError(f"failed to instantiate module: {reason}") from None
     exports: Mapping[str, object] = instance.exports(store)
     return exports

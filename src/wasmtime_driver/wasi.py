@@ -21,6 +21,8 @@ from typing import Any, BinaryIO
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from .calling import extern_kind
+from .config import quote, quote_path
 from .errors import ModuleError, TaskError
 from .settings import WasiPreopen, WasiSettings
 
@@ -29,28 +31,13 @@ logger = logging.getLogger(__name__)
 WASI_MODULE = "wasi_snapshot_preview1"
 
 
-def _import_kind(extern_type: object) -> str:
-    kinds = {
-        wasmtime.FuncType: "function",
-        wasmtime.MemoryType: "memory",
-        wasmtime.GlobalType: "global",
-        wasmtime.TableType: "table",
-    }
-    return kinds.get(type(extern_type), type(extern_type).__name__)
+# Unsupported imports listed in an error message, at most.
+_MAX_LISTED_IMPORTS = 10
 
 
-def check_imports(module: wasmtime.Module) -> bool:
-    """Raise `ModuleError` for imports other than WASI; return whether WASI is used."""
-    uses_wasi = False
-    for item in module.imports:
-        if item.module != WASI_MODULE:
-            raise ModuleError(
-                f"module imports {item.module!r}.{item.name!r} "
-                f"({_import_kind(item.type)}), which this driver does not provide; "
-                f"only {WASI_MODULE} imports are supported"
-            )
-        uses_wasi = True
-    return uses_wasi
+def uses_wasi(module: wasmtime.Module) -> bool:
+    """Return whether `module` imports anything from WASI preview 1."""
+    return any(item.module == WASI_MODULE for item in module.imports)
 
 
 def create_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
@@ -60,19 +47,44 @@ def create_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
     return linker
 
 
-def check_wasi_imports(
+def check_imports(
     linker: wasmtime.Linker, store: wasmtime.Store, module: wasmtime.Module
 ) -> None:
-    """Raise `ModuleError` naming the first WASI import wasmtime does not provide."""
+    """Raise `ModuleError` listing every import that `linker` does not provide.
+
+    Only WASI imports are looked up: the driver provides nothing else. The
+    import types are never read in full, because wasmtime-py 50 aborts the
+    process on a v128 in them.
+    """
+    unsupported = []
     for item in module.imports:
-        try:
-            linker.get(store, item.module, item.name or "")
-        except wasmtime.WasmtimeError:
-            raise ModuleError(
-                f"module imports {item.module!r}.{item.name!r} "
-                f"({_import_kind(item.type)}), which wasmtime's {WASI_MODULE} "
-                "does not provide"
-            ) from None
+        name = f"{quote(item.module)}.{quote(item.name or '')}"
+        kind = extern_kind(item.type)
+        if item.module != WASI_MODULE:
+            unsupported.append(f"{name} ({kind}, not from {WASI_MODULE})")
+        elif not _linker_provides(linker, store, item.module, item.name or ""):
+            unsupported.append(f"{name} ({kind}, unknown to wasmtime's WASI)")
+    if not unsupported:
+        return
+    listed = ", ".join(unsupported[:_MAX_LISTED_IMPORTS])
+    if len(unsupported) > _MAX_LISTED_IMPORTS:
+        listed += f" and {len(unsupported) - _MAX_LISTED_IMPORTS} more"
+    count = len(unsupported)
+    raise ModuleError(
+        f"module has {count} unsupported import{'' if count == 1 else 's'}: "
+        f"{listed}; the driver provides only the {WASI_MODULE} functions "
+        "of wasmtime"
+    )
+
+
+def _linker_provides(
+    linker: wasmtime.Linker, store: wasmtime.Store, module: str, name: str
+) -> bool:
+    try:
+        linker.get(store, module, name)
+    except wasmtime.WasmtimeError:
+        return False
+    return True
 
 
 @contextmanager
@@ -122,20 +134,20 @@ def resolve_preopen(preopen: WasiPreopen, task_dir: Path, alloc_dir: Path) -> Pa
     """
     if not preopen.guest_path:
         raise TaskError(
-            f"wasi preopen {preopen.host_path!r} has an empty guest path; "
+            f"wasi preopen {quote_path(preopen.host_path)} has an empty guest path; "
             'set it to the name the module opens, for example "/data"'
         )
     allowed = alloc_dir.resolve()
     resolved = (task_dir / preopen.host_path).resolve()
     if not resolved.is_relative_to(allowed):
         raise TaskError(
-            f"wasi preopen host path {preopen.host_path!r} resolves to "
-            f"{str(resolved)!r}, which is outside the allocation directory; "
-            f"it must be inside {str(allowed)!r}"
+            f"wasi preopen host path {quote_path(preopen.host_path)} resolves to "
+            f"{quote_path(resolved)}, which is outside the allocation directory; "
+            f"it must be inside {quote_path(allowed)}"
         )
     if not resolved.is_dir():
         raise TaskError(
-            f"wasi preopen host path {preopen.host_path!r} ({str(resolved)!r}) "
+            f"wasi preopen host path {quote_path(preopen.host_path)} ({quote_path(resolved)}) "
             "is not an existing directory"
         )
     return resolved
