@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,7 +165,7 @@ def test_missing_function_fails_task(
         plugin, alloc, task_config_bytes(str(modules / "sum.wasm"), "nope")
     )
     assert result.result.exit_code != 0
-    assert "'nope'" in result.err
+    assert '"nope"' in result.err
     assert "nope" in alloc.stderr.decode()
 
 
@@ -447,3 +449,130 @@ def _cache_counts(plugin: Plugin) -> tuple[int, int]:
     hits = attributes["driver.wasmtime.cache.hits"].int_val
     misses = attributes["driver.wasmtime.cache.misses"].int_val
     return hits, misses
+
+
+def test_concurrent_same_id_starts_once(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
+    """Two StartTask calls for one id, while logmon is slow, start one task."""
+    alloc = AllocDir(tmp_path, "twice")
+    for sub in ("alloc/logs", "twice/local"):
+        (alloc.root / sub).mkdir(parents=True)
+    os.mkfifo(alloc.stdout_path, 0o600)
+    os.mkfifo(alloc.stderr_path, 0o600)
+    request = task_request(alloc, task_config_bytes(str(modules / "spin.wasm"), "spin"))
+    starts = [plugin.driver.StartTask.future(request, timeout=30) for _ in range(4)]
+    time.sleep(0.3)  # every call is now waiting for the FIFOs' reader
+
+    readers = [
+        threading.Thread(target=_drain_fifo, args=(path,), daemon=True)
+        for path in (alloc.stdout_path, alloc.stderr_path)
+    ]
+    for reader in readers:
+        reader.start()
+    handles = [start.result(timeout=30).handle for start in starts]
+    assert {h.config.id for h in handles} == {request.task.id}
+
+    task_id = request.task.id
+    plugin.driver.StopTask(
+        driver_pb2.StopTaskRequest(
+            task_id=task_id, timeout=duration_pb2.Duration(seconds=5)
+        ),
+        timeout=30,
+    )
+    result = plugin.driver.WaitTask(
+        driver_pb2.WaitTaskRequest(task_id=task_id), timeout=30
+    )
+    assert result.result.signal == 2
+    for reader in readers:
+        reader.join(10)
+        assert not reader.is_alive(), "a second copy of the task still holds a log open"
+    plugin.driver.DestroyTask(
+        driver_pb2.DestroyTaskRequest(task_id=task_id, force=True), timeout=10
+    )
+
+
+def _drain_fifo(path: Path) -> None:
+    with open(path, "rb", buffering=0) as fifo:
+        while fifo.read(65536):
+            pass
+
+
+def test_task_threads_end_with_tasks(modules: Path, tmp_path: Path) -> None:
+    plugin = start_plugin()
+    try:
+        configure(plugin, {"dir": str(tmp_path / "cache")})
+
+        def thread_count() -> int:
+            return len(list(Path(f"/proc/{plugin.process.pid}/task").iterdir()))
+
+        # The first compile starts wasmtime's own compiler threads, which stay.
+        _run(
+            plugin,
+            AllocDir(tmp_path / "warm", "burst"),
+            task_config_bytes(str(modules / "sum.wasm"), "sum", [1, 2]),
+        )
+        idle = thread_count()
+        task_ids = []
+        for index in range(8):
+            alloc = AllocDir(tmp_path / str(index), "burst").create()
+            config = task_config_bytes(str(modules / "spin.wasm"), "spin")
+            request = task_request(alloc, config)
+            plugin.driver.StartTask(request, timeout=30)
+            task_ids.append(request.task.id)
+        assert thread_count() >= idle + 8
+        for task_id in task_ids:
+            plugin.driver.DestroyTask(
+                driver_pb2.DestroyTaskRequest(task_id=task_id, force=True), timeout=30
+            )
+        deadline = time.monotonic() + 10
+        while thread_count() > idle and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert thread_count() <= idle
+    finally:
+        assert plugin.shutdown() == 0
+
+
+def test_stats_zero_interval_uses_default(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
+    alloc = AllocDir(tmp_path, "stats0").create()
+    request = task_request(alloc, task_config_bytes(str(modules / "spin.wasm"), "spin"))
+    plugin.driver.StartTask(request, timeout=30)
+    task_id = request.task.id
+    stream = plugin.driver.TaskStats(
+        driver_pb2.TaskStatsRequest(
+            task_id=task_id, collection_interval=duration_pb2.Duration(seconds=-1)
+        ),
+        timeout=30,
+    )
+    first = next(iterate(stream, 1))
+    assert first.stats.HasField("agg_resource_usage")
+    plugin.driver.StopTask(
+        driver_pb2.StopTaskRequest(task_id=task_id, signal="9"), timeout=30
+    )
+    result = plugin.driver.WaitTask(
+        driver_pb2.WaitTaskRequest(task_id=task_id), timeout=30
+    )
+    assert result.result.signal == 9
+    assert result.result.exit_code == 137
+    alloc.wait_for_eof()
+
+
+def test_regular_file_log_appended(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
+    alloc = AllocDir(tmp_path, "file")
+    (alloc.root / "file" / "local").mkdir(parents=True)
+    stdout = tmp_path / "stdout.log"
+    stdout.write_bytes(b"earlier\n")
+    request = task_request(
+        alloc, task_config_bytes(str(modules / "sum.wasm"), "sum", [1, 2])
+    )
+    request.task.stdout_path = str(stdout)
+    request.task.stderr_path = "/dev/null"
+    plugin.driver.StartTask(request, timeout=30)
+    plugin.driver.WaitTask(
+        driver_pb2.WaitTaskRequest(task_id=request.task.id), timeout=30
+    )
+    assert stdout.read_bytes() == b"earlier\n3\n"

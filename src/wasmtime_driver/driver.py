@@ -68,16 +68,18 @@ class WasmtimeDriver:
         """
         config = decode_plugin_config(data)
         validate_pre_cache(config.cache)
-        self.config = config
         if not long_lived:
+            self.config = config
             return
 
         if self._tasks is not None and len(self._tasks) > 0:
+            # Keep reporting the settings in effect, not the rejected ones.
             log.warning(
-                "plugin config changed while tasks run; the new cache settings "
-                "apply after the plugin restarts"
+                "plugin config changed while tasks are known; the new cache "
+                "settings apply after the plugin restarts"
             )
             return
+        self.config = config
         self._close_runtime()
         cache = self._ensure_tasks()[1]
         if config.cache.enabled and config.cache.pre_cache.enabled:

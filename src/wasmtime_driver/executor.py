@@ -1,6 +1,6 @@
 """Running tasks: the `thread` isolation mode.
 
-Each task runs on a worker thread of the plugin process, which gives the
+Each task runs on a thread of the plugin process, which gives the
 lowest start latency. A task is stopped through its Interrupt, which traps
 the running WebAssembly within a few milliseconds without touching other
 tasks. Tasks end with the plugin process, so none survive a plugin restart.
@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -30,10 +29,6 @@ from .runtime import TaskInterrupted, TaskIO, resolve_module_path, run_task
 from .settings import TaskConfig
 
 log = logging.getLogger(__name__)
-
-# Each running task occupies one worker thread until it ends, so the pool must
-# be larger than the number of tasks Nomad may run at once on one node.
-MAX_TASK_THREADS = 1024
 
 
 @dataclass
@@ -65,13 +60,17 @@ class RunningTask:
 
 
 class ThreadExecutor:
-    """Starts tasks on worker threads and reports how they ended."""
+    """Starts each task on a thread of its own and reports how it ended.
+
+    A thread per task, not a pool: a pool keeps its peak number of threads
+    forever, while these end with their task, so an idle plugin returns to
+    its idle thread count after any burst.
+    """
 
     def __init__(self, engine: wasmtime.Engine, cache: ModuleCache, cwd: Path) -> None:
         self._engine = engine
         self._cache = cache
         self._cwd = cwd
-        self._pool = ThreadPoolExecutor(MAX_TASK_THREADS, thread_name_prefix="task")
 
     async def start(
         self, request: TaskRequest, config: TaskConfig
@@ -80,13 +79,20 @@ class ThreadExecutor:
         stdout, stderr = await open_logs(request.stdout_path, request.stderr_path)
         task = RunningTask(request)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(
-            self._pool, self._run, task, config, stdout, stderr
-        )
+        future: asyncio.Future[ExitResult] = loop.create_future()
+
+        def run() -> None:
+            result = self._run(task, config, stdout, stderr)
+            _resolve_threadsafe(loop, future, result)
+
+        # Not a daemon: the plugin server exits at once, with a warning, when
+        # task threads are still running at shutdown.
+        thread = threading.Thread(target=run, name=f"task {request.name}")
+        thread.start()
         return task, future
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: running tasks keep their threads until they end."""
 
     def _run(
         self, task: RunningTask, config: TaskConfig, stdout: BinaryIO, stderr: BinaryIO
@@ -130,6 +136,21 @@ class ThreadExecutor:
             message = f"internal driver error: {err}"
             _report(stderr, message)
             return ExitResult(exit_code=1, err=message)
+
+
+def _resolve_threadsafe(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[ExitResult],
+    result: ExitResult,
+) -> None:
+    def resolve() -> None:
+        if not future.done():
+            future.set_result(result)
+
+    try:
+        loop.call_soon_threadsafe(resolve)
+    except RuntimeError:
+        pass  # the event loop has closed: the plugin is exiting
 
 
 def _report(stderr: BinaryIO, message: str) -> None:

@@ -32,7 +32,10 @@ async def open_log(path: str, timeout: float = FIFO_OPEN_TIMEOUT) -> BinaryIO:
     deadline = loop.time() + timeout
     while True:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            # O_APPEND matters only for a regular file, which Nomad never passes
+            # but a hand-written TaskConfig may: it keeps earlier content.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(path, flags)
         except OSError as err:
             if err.errno != errno.ENXIO:
                 raise LogOpenError(

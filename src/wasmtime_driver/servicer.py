@@ -50,6 +50,9 @@ from .protocol import (
 
 log = logging.getLogger(__name__)
 
+# Nomad's default telemetry collection_interval, for a request that sets none.
+DEFAULT_STATS_INTERVAL = 1.0
+
 Context = grpc.aio.ServicerContext[Any, Any]
 Response = TypeVar("Response")
 Method = Callable[..., Awaitable[Response]]
@@ -212,7 +215,9 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
     async def TaskStats(
         self, request: driver_pb2.TaskStatsRequest, context: Context
     ) -> AsyncIterator[driver_pb2.TaskStatsResponse]:
-        interval = request.collection_interval.ToTimedelta().total_seconds() or 1.0
+        interval = request.collection_interval.ToTimedelta().total_seconds()
+        if interval <= 0:
+            interval = DEFAULT_STATS_INTERVAL
         try:
             samples = self._driver.tasks.usage(request.task_id, interval)
             async for usage in samples:

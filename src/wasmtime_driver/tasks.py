@@ -32,6 +32,7 @@ class TaskManager:
         self._events = events
         self._handles: dict[str, TaskHandle] = {}
         self._running: dict[str, RunningTask] = {}
+        self._starting: dict[str, asyncio.Future[TaskHandle]] = {}
 
     def close(self) -> None:
         """Release the executor's idle worker threads; running tasks go on."""
@@ -47,10 +48,32 @@ class TaskManager:
             raise TaskNotFoundError(task_id) from None
 
     async def start(self, request: TaskRequest) -> TaskHandle:
-        """Start a task; raises ConfigError, LogOpenError or DriverError."""
+        """Start a task; raises ConfigError, LogOpenError or DriverError.
+
+        Nomad may send the same StartTask twice at once. The second call
+        waits for the first, because starting awaits the log FIFOs and a
+        second start in that window would run the task twice.
+        """
         if request.id in self._handles:
             return self._handles[request.id]
+        starting = self._starting.get(request.id)
+        if starting is not None:
+            return await asyncio.shield(starting)
 
+        starting = asyncio.get_running_loop().create_future()
+        self._starting[request.id] = starting
+        try:
+            handle = await self._start(request)
+        except BaseException as err:
+            starting.set_exception(err)
+            starting.exception()  # retrieved here, so an unwaited failure is quiet
+            raise
+        finally:
+            del self._starting[request.id]
+        starting.set_result(handle)
+        return handle
+
+    async def _start(self, request: TaskRequest) -> TaskHandle:
         config = decode_task_config(request.driver_config)
         running, future = await self._executor.start(request, config)
         handle = TaskHandle(request, config)
@@ -96,8 +119,9 @@ class TaskManager:
         if handle is None or running is None or handle.done.is_set():
             return
 
-        running.stop(_signal_number(signal_name or DEFAULT_STOP_SIGNAL))
-        self._publish(handle.request, f"stopping task with {signal_name or 'SIGINT'}")
+        number = _signal_number(signal_name or DEFAULT_STOP_SIGNAL)
+        running.stop(number)
+        self._publish(handle.request, f"stopping task with {_signal_name(number)}")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(handle.done.wait(), max(timeout, 0.001))
         if not handle.done.is_set():
@@ -163,11 +187,26 @@ class _StillRunningError(DriverError):
 
 
 def _signal_number(name: str) -> int:
+    """Return the number of a signal given by name (SIGTERM, TERM) or number."""
+    text = name.strip().upper()
+    if text.isdigit():
+        number = int(text)
+        if number in signal.valid_signals():
+            return number
+    else:
+        if not text.startswith("SIG"):
+            text = "SIG" + text
+        if text in signal.Signals.__members__:
+            return int(signal.Signals[text])
+    log.warning("unknown stop signal, using SIGINT instead", extra={"signal": name})
+    return int(signal.SIGINT)
+
+
+def _signal_name(number: int) -> str:
     try:
-        return int(signal.Signals[name.upper()])
-    except KeyError:
-        log.warning("unknown stop signal, using SIGINT instead", extra={"signal": name})
-        return int(signal.SIGINT)
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals have no name
+        return f"signal {number}"
 
 
 def _task_fields(request: TaskRequest) -> dict[str, object]:
