@@ -148,6 +148,10 @@ def _plugin_bytes(cache: dict) -> bytes:
         ),
         ({"enabled": "yes"}, r'invalid cache\.enabled "yes": expected a bool'),
         ({"dir": ""}, r'invalid cache\.dir "": must not be empty'),
+        (
+            {"dir": "relcache"},
+            r'invalid cache\.dir "relcache": must be an absolute path',
+        ),
     ],
     ids=[
         "type",
@@ -158,6 +162,7 @@ def _plugin_bytes(cache: dict) -> bytes:
         "ttl",
         "bool",
         "dir",
+        "dir-relative",
     ],
 )
 def test_plugin_invalid_values_name_key(cache: dict, message: str) -> None:

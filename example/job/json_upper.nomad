@@ -1,4 +1,5 @@
 # Expected output (nomad alloc logs): {"output":"HELLO FROM NOMAD"}
+# IO buffer output is written as raw bytes, so it has no trailing newline.
 job "json_upper" {
   datacenters = ["dc1"]
   type        = "batch"

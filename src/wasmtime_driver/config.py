@@ -118,6 +118,16 @@ def _not_empty(fix: str) -> Check:
     return check
 
 
+def _absolute_dir(value: Any) -> str | None:
+    # A relative path would depend on the directory the agent was started
+    # from, which changes between a test run and a service manager.
+    if not value:
+        return "must not be empty (remove the key to use the default cache directory)"
+    if not str(value).startswith("/"):
+        return "must be an absolute path, such as /var/cache/nomad-wasmtime-driver"
+    return None
+
+
 # Declarations. Names, types and defaults are the original Go driver's, so
 # that its agent configs and jobs work unchanged.
 
@@ -149,11 +159,7 @@ CACHE = Section(
         Key("size", "number", 5, check=_positive_whole),
         EXPIRATION,
         PRE_CACHE,
-        Key(
-            "dir",
-            "string",
-            check=_not_empty("remove the key to use the default cache directory"),
-        ),
+        Key("dir", "string", check=_absolute_dir),
     ),
     absent_keys=("enabled", "type", "size", "expiration", "preCache"),
 )
