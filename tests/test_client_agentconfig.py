@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,34 @@ def test_agentconfig_missing_plugin_block() -> None:
 def test_agentconfig_other_plugins_ignored() -> None:
     text = 'plugin "raw_exec" {\n  config { enabled = true }\n}\n'
     assert parse_agent_config(text).plugin_config == {}
+
+
+def test_agentconfig_wrong_label_warns(caplog: pytest.LogCaptureFixture) -> None:
+    text = (
+        'plugin "wasmtime" {\n  config { cache { size = 5 } }\n}\n'
+        'plugin "raw_exec" {\n  config { enabled = true }\n}\n'
+    )
+    with caplog.at_level(logging.WARNING, logger="wasmtime_driver.client"):
+        agent = parse_agent_config(text, "agent.hcl")
+    assert agent.plugin_config == {}
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert 'no plugin "wasmtime-driver" block' in message
+    assert 'plugin blocks found: "wasmtime", "raw_exec"' in message
+    assert "file name in plugin_dir" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['datacenter = "west"\n', 'plugin "wasmtime-driver" {\n  args = []\n}\n'],
+    ids=["no-plugin-blocks", "right-label"],
+)
+def test_agentconfig_label_no_warning(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="wasmtime_driver.client"):
+        parse_agent_config(text)
+    assert caplog.records == []
 
 
 def test_agentconfig_args_and_client_ports() -> None:
@@ -95,7 +124,7 @@ def test_agentconfig_args_must_be_strings() -> None:
 
 
 def test_agentconfig_example_encodes_against_plugin_schema() -> None:
-    import msgpack  # type: ignore[import-untyped]
+    import msgpack
 
     from wasmtime_driver.client.loader import CatalogEntry, encode_plugin_config
     from wasmtime_driver.config import plugin_config_spec

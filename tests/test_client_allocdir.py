@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +96,59 @@ def test_fifo_reader_cancel_without_writer(tmp_path: Path) -> None:
     reader.cancel()
     assert reader.join(JOIN_TIMEOUT)
     assert not reader.reached_eof
+
+
+def test_fifo_reader_cancel_keeps_buffered_output(tmp_path: Path) -> None:
+    alloc = AllocDir(tmp_path)
+    alloc.build(["sum"])
+    stdout_fifo, _ = alloc.create_fifos("sum")
+    received: list[bytes] = []
+    reader = FifoReader(stdout_fifo, [received.append])
+    # The writer stays open, so no EOF ends the reader: only the cancel does.
+    writer = os.open(stdout_fifo, os.O_WRONLY)
+    try:
+        os.write(writer, b"written before the cancel\n")
+        reader.cancel()
+        reader.start()
+        assert reader.join(JOIN_TIMEOUT)
+    finally:
+        os.close(writer)
+    assert b"".join(received) == b"written before the cancel\n"
+    assert not reader.reached_eof
+
+
+def test_fifo_reader_cancel_stops_busy_writer(tmp_path: Path) -> None:
+    alloc = AllocDir(tmp_path)
+    alloc.build(["sum"])
+    stdout_fifo, _ = alloc.create_fifos("sum")
+    # A slow sink and a writer in another process keep the pipe full, so the
+    # FIFO is readable at every poll.
+    reader = FifoReader(stdout_fifo, [lambda data: time.sleep(0.001)])
+    reader.start()
+    with open(stdout_fifo, "wb") as fifo:
+        writer = subprocess.Popen(["yes"], stdout=fifo, stderr=subprocess.DEVNULL)
+    try:
+        while reader.bytes_read == 0 and not reader.join(0.01):
+            pass
+        reader.cancel()
+        stopped = reader.join(JOIN_TIMEOUT)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert stopped
+    assert not reader.reached_eof
+
+
+def test_fifo_reader_cancel_after_end(tmp_path: Path) -> None:
+    alloc = AllocDir(tmp_path)
+    alloc.build(["sum"])
+    stdout_fifo, _ = alloc.create_fifos("sum")
+    reader = FifoReader(stdout_fifo, [])
+    reader.start()
+    _write_fifo(stdout_fifo, [b"x"])
+    assert reader.join(JOIN_TIMEOUT)
+    reader.cancel()  # must not write to the closed wake-up pipe
+    assert reader.reached_eof
 
 
 def test_task_logs_write_rotated_files(tmp_path: Path) -> None:

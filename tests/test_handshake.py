@@ -31,6 +31,15 @@ def test_handshake_rejects_versions(versions: str) -> None:
         handshake.check_environment(environ)
 
 
+def test_handshake_version_error_names_nomad_range() -> None:
+    environ = {**COOKIE, handshake.PROTOCOL_VERSIONS_ENV_VAR: "3"}
+    with pytest.raises(
+        handshake.HandshakeError,
+        match="Nomad 1.6 or later client agent$",
+    ):
+        handshake.check_environment(environ)
+
+
 @pytest.mark.parametrize(
     "environ", [{}, {handshake.MAGIC_COOKIE_KEY: "x"}], ids=["missing", "wrong"]
 )

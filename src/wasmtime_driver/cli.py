@@ -7,19 +7,23 @@ Nomad client's part for a job file on this machine.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
-from importlib.metadata import version
-
-import grpc
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .driver import WasmtimeDriver
 from .handshake import MAGIC_COOKIE_KEY
-from .plugin_server import PluginServer, run_plugin
-from .servicer import register_services
+
+if TYPE_CHECKING:
+    import argparse
+
+    import grpc
+
+    from .plugin_server import PluginServer
+
+# Exit status after Ctrl-C, as shells report a process ended by SIGINT.
+INTERRUPTED = 130
 
 USAGE = """\
 usage: wasmtime-driver run JOB.nomad [--config AGENT.hcl] [options]
@@ -34,15 +38,36 @@ the way a Nomad client would, and exits with the task's exit code."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run as a plugin when a Nomad agent started us, else as a command."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Run as a plugin when a Nomad agent started us, else as a command.
+
+    A Ctrl-C that arrives before the run command installs its own handler,
+    while modules still load for example, ends the process with status 130
+    and no traceback.
+    NOTE: a Ctrl-C while the interpreter starts, before this module is
+    imported, still ends with Python's KeyboardInterrupt traceback.
+    """
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        sys.stderr.write("==> interrupted\n")
+        return INTERRUPTED
+
+
+def _dispatch(args: list[str]) -> int:
+    # Most modules, argparse and importlib.metadata included, are imported
+    # here or later, where main catches a Ctrl-C, because loading them takes
+    # most of the start-up time.
     if MAGIC_COOKIE_KEY in os.environ or not args:
+        from .plugin_server import run_plugin
+
         # Nomad may pass the agent block's `args`; the plugin takes none.
         return run_plugin(_register, USAGE)
 
     parser = _parser()
     options = parser.parse_args(args)
     if options.version:
+        from importlib.metadata import version
+
         print(f"wasmtime-driver {__version__} (wasmtime {version('wasmtime')})")
         return 0
     if options.command is None:
@@ -52,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _register(server: grpc.aio.Server, plugin_server: PluginServer) -> None:
+    from .driver import WasmtimeDriver
+    from .servicer import register_services
+
     driver = WasmtimeDriver()
     register_services(server, driver)
 
@@ -62,6 +90,8 @@ def _register(server: grpc.aio.Server, plugin_server: PluginServer) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     from .client.runner import add_run_command
 
     parser = argparse.ArgumentParser(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 MAGIC_COOKIE_KEY = "NOMAD_PLUGIN_MAGIC_COOKIE"
@@ -50,7 +49,8 @@ def check_environment(environ: dict[str, str] | os._Environ[str]) -> None:
         raise HandshakeError(
             f"unsupported {PROTOCOL_VERSIONS_ENV_VAR} {versions!r}: this plugin "
             f"speaks app protocol version {APP_PROTOCOL_VERSION}, which Nomad "
-            "1.6 to 1.9 clients request"
+            "clients request from 1.6 on; start it from a Nomad 1.6 or later "
+            "client agent"
         )
 
 
@@ -75,6 +75,10 @@ def make_socket_dir() -> Path:
     go-plugin servers use `PLUGIN_UNIX_SOCKET_DIR` when the host's
     environment sets it, else the system temporary directory.
     """
+    # Imported here because `wasmtime-driver run` loads this module before
+    # it can catch a Ctrl-C, and tempfile adds to that start-up time.
+    import tempfile
+
     return Path(
         tempfile.mkdtemp(prefix="plugin", dir=os.environ.get(SOCKET_DIR_ENV_VAR))
     )

@@ -144,8 +144,7 @@ def decode(spec: Spec, config_map: Any, variables: Variables = None) -> Value:
                 (
                     "Root value must be object; The root value in a JSON-based "
                     "configuration must be either a JSON object or a JSON array of "
-                    "objects. Nomad sends null for a missing or empty config block, "
-                    "so give at least one argument"
+                    "objects."
                 )
             ]
         )

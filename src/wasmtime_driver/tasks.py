@@ -119,9 +119,8 @@ class TaskManager:
         if handle is None or running is None or handle.done.is_set():
             return
 
-        number = _signal_number(signal_name or DEFAULT_STOP_SIGNAL)
-        running.stop(number)
-        self._publish(handle.request, f"stopping task with {_signal_name(number)}")
+        # No task event: Nomad's task runner records the kill itself.
+        running.stop(_signal_number(signal_name or DEFAULT_STOP_SIGNAL))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(handle.done.wait(), max(timeout, 0.001))
         if not handle.done.is_set():
@@ -200,13 +199,6 @@ def _signal_number(name: str) -> int:
             return int(signal.Signals[text])
     log.warning("unknown stop signal, using SIGINT instead", extra={"signal": name})
     return int(signal.SIGINT)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:  # real-time signals have no name
-        return f"signal {number}"
 
 
 def _task_fields(request: TaskRequest) -> dict[str, object]:

@@ -10,6 +10,7 @@ this module also reads.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from lark.exceptions import LarkError
 from ..errors import ConfigError
 from ..hcldec import native_to_json, parse_hcl, unquote_key
 from ..jobspec import shape_config
+
+logger = logging.getLogger(__name__)
 
 PLUGIN_NAME = "wasmtime-driver"
 
@@ -94,22 +97,39 @@ def parse_agent_config(
 def _plugin_block(
     body: Mapping[str, Any], plugin_name: str, filename: str
 ) -> dict[str, Any]:
-    """Return the body of `plugin "<plugin_name>"`, or {} when there is none."""
+    """Return the body of `plugin "<plugin_name>"`, or {} when there is none.
+
+    Logs a warning when the file has plugin blocks but none for this plugin,
+    because Nomad then silently starts the plugin with its defaults.
+    """
     found: list[dict[str, Any]] = []
+    labels: list[str] = []
     for block in body.get("plugin", []):
         if not isinstance(block, dict) or len(block) != 1:
             raise AgentConfigError(
                 f"{filename}: a plugin block needs one label, the plugin's file name"
             )
         ((label, inner),) = block.items()
-        if unquote_key(label) == plugin_name and isinstance(inner, dict):
+        labels.append(unquote_key(label))
+        if labels[-1] == plugin_name and isinstance(inner, dict):
             found.append(inner)
+    if labels and not found:
+        _warn_unmatched_labels(labels, plugin_name, filename)
     if len(found) > 1:
         raise AgentConfigError(
             f"{filename}: plugin {plugin_name!r} is configured {len(found)} times; "
             "keep one plugin block"
         )
     return found[0] if found else {}
+
+
+def _warn_unmatched_labels(labels: list[str], plugin_name: str, filename: str) -> None:
+    found = ", ".join(f'"{label}"' for label in labels)
+    logger.warning(
+        f'{filename}: no plugin "{plugin_name}" block, so the plugin uses its '
+        f"default config; plugin blocks found: {found}. The label must be the "
+        f'plugin\'s file name in plugin_dir: plugin "{plugin_name}" {{ ... }}'
+    )
 
 
 def _single_block(body: Mapping[str, Any], name: str, filename: str) -> dict[str, Any]:

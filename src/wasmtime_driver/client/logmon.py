@@ -26,6 +26,14 @@ DEFAULT_MAX_FILES = 10
 DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024  # bytes
 
 READ_SIZE = 64 * 1024
+# A cancelled reader still copies what is already in the pipe, up to this
+# much: Linux's default pipe-max-size (/proc/sys/fs/pipe-max-size), so a
+# writer that keeps writing cannot hold the reader.
+MAX_DRAIN_BYTES = 1024 * 1024
+# A reader thread blocks only inside a sink, such as our stdout when the
+# process reading it stops reading. The thread is a daemon, so leaving it is
+# safe.
+CANCEL_JOIN_TIMEOUT = 5.0  # seconds
 
 Sink = Callable[[bytes], None]
 
@@ -108,6 +116,8 @@ class FifoReader:
         self._thread = threading.Thread(
             target=self._run, name=f"logmon {path.name}", daemon=True
         )
+        self._close_lock = threading.Lock()
+        self._closed = False
         self.bytes_read = 0
         self.reached_eof = False
 
@@ -120,19 +130,30 @@ class FifoReader:
         return not self._thread.is_alive()
 
     def cancel(self) -> None:
-        """Make the thread stop soon without waiting for EOF."""
-        try:
-            os.write(self._wake_write, b"x")
-        except OSError as err:
-            if err.errno != errno.EAGAIN:
-                raise
+        """Make the thread stop soon without waiting for EOF.
+
+        The thread first copies up to MAX_DRAIN_BYTES already in the FIFO,
+        so output written before the cancel is kept.
+        """
+        # The lock keeps the write off a descriptor that the ending thread
+        # has closed and the process may already have reused.
+        with self._close_lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._wake_write, b"x")
+            except OSError as err:
+                if err.errno != errno.EAGAIN:
+                    raise
 
     def _run(self) -> None:
         try:
             self._copy_until_eof()
         finally:
-            for fd in (self._fd, self._wake_read, self._wake_write):
-                os.close(fd)
+            with self._close_lock:
+                self._closed = True
+                for fd in (self._fd, self._wake_read, self._wake_write):
+                    os.close(fd)
 
     def _copy_until_eof(self) -> None:
         poller = select.poll()
@@ -140,6 +161,11 @@ class FifoReader:
         poller.register(self._wake_read, select.POLLIN)
         while True:
             ready = {fd for fd, _ in poller.poll()}
+            # The wake-up pipe comes first, so a writer that never pauses
+            # cannot keep a cancelled reader going.
+            if self._wake_read in ready:
+                self._drain_buffered()
+                return
             if self._fd in ready:
                 try:
                     data = os.read(self._fd, READ_SIZE)
@@ -150,8 +176,21 @@ class FifoReader:
                     return
                 self.bytes_read += len(data)
                 self._deliver(data)
-            elif self._wake_read in ready:
+
+    def _drain_buffered(self) -> None:
+        drained = 0
+        while drained < MAX_DRAIN_BYTES:
+            try:
+                data = os.read(self._fd, READ_SIZE)
+            except BlockingIOError:
                 return
+            # Empty data is EOF or a FIFO that no writer ever opened; the two
+            # look alike on a non-blocking read, so `reached_eof` stays False.
+            if not data:
+                return
+            drained += len(data)
+            self.bytes_read += len(data)
+            self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
         for sink in self._sinks:
@@ -188,7 +227,8 @@ class TaskLogs:
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` s for EOF on both FIFOs, then cancel the readers.
 
-        Returns whether both reached EOF.
+        Returns whether both reached EOF. A cancelled reader gets up to
+        CANCEL_JOIN_TIMEOUT s more to copy what is buffered.
         """
         deadline = time.monotonic() + timeout
         for reader in (self.stdout, self.stderr):
@@ -196,7 +236,12 @@ class TaskLogs:
         for reader in (self.stdout, self.stderr):
             if not reader.join(0):
                 reader.cancel()
-                reader.join()
+        for reader in (self.stdout, self.stderr):
+            if not reader.join(CANCEL_JOIN_TIMEOUT):
+                logger.warning(
+                    "task log reader still blocked in a sink; leaving it",
+                    extra={"fifo": str(reader.path)},
+                )
         self.stdout_file.close()
         self.stderr_file.close()
         return self.stdout.reached_eof and self.stderr.reached_eof

@@ -249,6 +249,8 @@ class _Session:
                     )
                     alloc.alloc_dir.build(task.name for task in tasks)
                     runners += self._runners(instance, alloc, tasks, agent)
+            if len(runners) > 1:
+                self._note_interleaved(len(runners), root, temporary)
             self.tasks_started = True
             outcomes = await asyncio.gather(*(runner.run() for runner in runners))
         finally:
@@ -301,6 +303,22 @@ class _Session:
             )
             for task in tasks
         ]
+
+    def _note_interleaved(self, task_count: int, root: Path, temporary: bool) -> None:
+        # Task output stays unlabelled on stdout because callers compare it
+        # byte for byte; the per-task log files keep each task's own output.
+        logs = "<alloc id>/alloc/logs/<task>.stdout.0 and .stderr.0"
+        if temporary and not self.options.keep_alloc_dir:
+            where = (
+                "run with --keep-alloc-dir to keep each task's output in "
+                f"<alloc dir>/{logs}"
+            )
+        else:
+            where = f"each task's output is also in {root}/{logs}"
+        self.progress.info(
+            f"{task_count} tasks run at once, so their output lines are "
+            f"interleaved here; {where}"
+        )
 
     def _alloc_root(self) -> tuple[Path, bool]:
         if self.options.alloc_dir is not None:

@@ -5,6 +5,9 @@ is decoded against TaskConfigSchema with the task's environment as variables,
 then StartTask, WaitTask and a TaskStats stream while the task runs. On a
 stop request: StopTask with the task's kill_timeout and kill_signal. After
 the exit: DestroyTask(force=true), and the log readers run to EOF.
+
+Every wait on the plugin during a stop is bounded, so a stuck plugin or task
+cannot keep the command from exiting after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -40,9 +43,27 @@ STATS_INTERVAL = 1.0  # seconds
 # NOTE: logmon waits for EOF without limit; this bound keeps the command from
 # hanging on a plugin that never closes a task's FIFO.
 LOG_EOF_TIMEOUT = 10.0  # seconds
-FAILED_START_LOG_TIMEOUT = 1.0  # seconds
-# Exit status for a task that never ran: invalid config or a failed start.
+# NOTE: these bounds are estimates. They leave room beyond the kill timeout
+# and the 5 s that the plugin's forced DestroyTask waits, then give up on a
+# stuck plugin or task.
+STOP_RPC_MARGIN = 5.0  # seconds added to the kill timeout
+DESTROY_RPC_TIMEOUT = 10.0  # seconds
+EXIT_AFTER_STOP_TIMEOUT = 5.0  # seconds
+# Exit status for a task that never ran (invalid config or a failed start) or
+# that did not exit after StopTask and a forced DestroyTask.
 FAILED_TO_START = 1
+FAILED_TO_STOP = 1
+# The signal the plugin sends when a job sets no kill_signal, as Nomad's
+# executor does.
+DEFAULT_KILL_SIGNAL = "SIGINT"
+# hcldec's message for the null config that Nomad sends when a task's config
+# block is missing or empty, with a hint for this driver.
+MISSING_CONFIG_MESSAGE = (
+    "Root value must be object; The root value in a JSON-based configuration "
+    "must be either a JSON object or a JSON array of objects. The task has no "
+    "config block or an empty one: add a config block with at least "
+    'modulePath, e.g. config { modulePath = "app.wasm" }'
+)
 
 _STDOUT_LOCK = threading.Lock()
 
@@ -79,6 +100,8 @@ class TaskOutcome:
 
     exit_code: int
     started: bool
+    # False when the run gave up on a task that did not exit after a stop.
+    exited: bool = True
 
 
 class TaskRunner:
@@ -102,6 +125,7 @@ class TaskRunner:
         self.progress = progress
         self.stop_requested = stop_requested
         self.task_id = ""
+        self._destroyed = False
 
     async def run(self) -> TaskOutcome:
         logs = self._start_logs()
@@ -110,15 +134,8 @@ class TaskRunner:
             outcome = await self._run_with_logs()
         finally:
             if logs is not None:
-                await self._finish_logs(logs, self._log_eof_timeout(outcome))
+                await self._finish_logs(logs, outcome.started and outcome.exited)
         return outcome
-
-    def _log_eof_timeout(self, outcome: TaskOutcome) -> float:
-        if outcome.started:
-            return LOG_EOF_TIMEOUT
-        # A failed StartTask may have opened and closed the FIFOs; without
-        # a StartTask call no driver ever opens them.
-        return FAILED_START_LOG_TIMEOUT if self.task_id else 0.0
 
     def _start_logs(self) -> TaskLogs | None:
         if self.task.logs_disabled:
@@ -136,8 +153,14 @@ class TaskRunner:
         logs.start()
         return logs
 
-    async def _finish_logs(self, logs: TaskLogs, timeout: float) -> None:
-        if not await asyncio.to_thread(logs.wait, timeout) and timeout:
+    async def _finish_logs(self, logs: TaskLogs, exited: bool) -> None:
+        if not exited:
+            # Either the task never ran, so no writer has the FIFOs open, or
+            # it did not exit and that error is already reported. The readers
+            # stop at once, after copying the output already buffered.
+            await asyncio.to_thread(logs.wait, 0.0)
+            return
+        if not await asyncio.to_thread(logs.wait, LOG_EOF_TIMEOUT):
             logger.warning(
                 "task log FIFO not closed by the plugin; stopped reading it",
                 extra={"task_name": self.task.name, "timeout": LOG_EOF_TIMEOUT},
@@ -163,10 +186,23 @@ class TaskRunner:
         try:
             response = await self._wait_with_stats()
         finally:
-            await self._destroy()
+            if not self._destroyed:
+                await self._destroy()
+        if response is None:
+            self.progress.error(
+                f'task "{self.task.name}" did not exit after StopTask and a forced '
+                "DestroyTask; gave up waiting for it"
+            )
+            return TaskOutcome(FAILED_TO_STOP, started=True, exited=False)
         return TaskOutcome(self._report_exit(response), started=True)
 
     def _encode_config(self, env: dict[str, str]) -> bytes | None:
+        if self.task.config is None:
+            self.progress.error(
+                f'task "{self.task.name}" failed validation: '
+                f"failed to parse config: {MISSING_CONFIG_MESSAGE}"
+            )
+            return None
         try:
             value = decode(self.task_spec, self.task.config, task_variables(env))
         except (DecodeError, InvalidSpecError) as err:
@@ -177,7 +213,11 @@ class TaskRunner:
             return None
         return marshal(value)
 
-    async def _wait_with_stats(self) -> driver_pb2.WaitTaskResponse:
+    async def _wait_with_stats(self) -> driver_pb2.WaitTaskResponse | None:
+        """Wait for the exit, stopping the task on request.
+
+        Returns None when the task did not exit after a stop.
+        """
         wait = asyncio.ensure_future(
             self.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=self.task_id))
         )
@@ -187,8 +227,8 @@ class TaskRunner:
             await asyncio.wait([wait, stop], return_when=asyncio.FIRST_COMPLETED)
             if not wait.done():
                 await self._stop()
-            response: driver_pb2.WaitTaskResponse = await wait
-            return response
+                return await self._wait_after_stop(wait)
+            return _wait_result(wait)
         finally:
             for pending in (wait, stats, stop):
                 pending.cancel()
@@ -215,28 +255,46 @@ class TaskRunner:
                 call.cancel()
             await asyncio.sleep(STATS_INTERVAL)
 
+    async def _wait_after_stop(
+        self, wait: asyncio.Future[driver_pb2.WaitTaskResponse]
+    ) -> driver_pb2.WaitTaskResponse | None:
+        """Wait for the exit after StopTask, forcing DestroyTask if it is late."""
+        await asyncio.wait([wait], timeout=EXIT_AFTER_STOP_TIMEOUT)
+        if not wait.done():
+            self.progress.error(
+                f'task "{self.task.name}" still running '
+                f"{EXIT_AFTER_STOP_TIMEOUT:g}s after StopTask; destroying it"
+            )
+            await self._destroy()
+            await asyncio.wait([wait], timeout=EXIT_AFTER_STOP_TIMEOUT)
+        if not wait.done():
+            return None
+        return _wait_result(wait)
+
     async def _stop(self) -> None:
         timeout = min(self.task.kill_timeout_s, MAX_KILL_TIMEOUT)
         duration = Duration()
         duration.FromNanoseconds(int(timeout * 1e9))
+        kill_signal = self.task.kill_signal or DEFAULT_KILL_SIGNAL
         self.progress.info(
             f'stopping task "{self.task.name}" '
-            f"(signal {self.task.kill_signal or 'default'}, timeout {timeout:g}s)"
+            f"(signal {kill_signal}, timeout {timeout:g}s)"
         )
         request = driver_pb2.StopTaskRequest(
             task_id=self.task_id, timeout=duration, signal=self.task.kill_signal
         )
         try:
-            await self.driver.StopTask(request)
+            await self.driver.StopTask(request, timeout=timeout + STOP_RPC_MARGIN)
         except grpc.aio.AioRpcError as err:
             self.progress.error(
                 f'failed to stop task "{self.task.name}": {describe_rpc_error(err)}'
             )
 
     async def _destroy(self) -> None:
+        self._destroyed = True
         request = driver_pb2.DestroyTaskRequest(task_id=self.task_id, force=True)
         try:
-            await self.driver.DestroyTask(request)
+            await self.driver.DestroyTask(request, timeout=DESTROY_RPC_TIMEOUT)
         except grpc.aio.AioRpcError as err:
             # Nomad only logs a failed DestroyTask.
             logger.warning(
@@ -276,6 +334,20 @@ def exit_code_of(response: driver_pb2.WaitTaskResponse) -> int:
     if response.err:
         return 1
     return 0
+
+
+def _wait_result(
+    wait: asyncio.Future[driver_pb2.WaitTaskResponse],
+) -> driver_pb2.WaitTaskResponse:
+    """Return a finished WaitTask's response, a failed call as the task's error."""
+    try:
+        return wait.result()
+    except grpc.aio.AioRpcError as err:
+        # A plugin that crashed or closed the connection ends the call this
+        # way; the task counts as failed, so the command exits non-zero.
+        return driver_pb2.WaitTaskResponse(
+            err=f"WaitTask failed: {describe_rpc_error(err)}"
+        )
 
 
 def _diagnostics_text(err: Exception) -> str:
