@@ -10,7 +10,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from wasmtime_driver import config, hclspec
+from wasmtime_driver import config, display, hclspec
 from wasmtime_driver.errors import ConfigError
 from wasmtime_driver.settings import (
     CacheSettings,
@@ -330,7 +330,7 @@ def test_task_block_type_message(blocks: dict, message: str) -> None:
     ids=["nil", "bool", "bytes", "ext", "quote", "nested", "long-list"],
 )
 def test_show_value_json_like(raw: object, shown: str) -> None:
-    assert config.show_value(raw) == shown
+    assert display.show_value(raw) == shown
 
 
 @pytest.mark.parametrize(
@@ -349,7 +349,7 @@ def test_show_value_json_like(raw: object, shown: str) -> None:
     ids=repr,
 )
 def test_show_number_compact(value: object, shown: str) -> None:
-    assert config.show_number(value) == shown  # type: ignore[arg-type]
+    assert display.show_number(value) == shown  # type: ignore[arg-type]
 
 
 def test_task_deep_nesting_reason() -> None:

@@ -10,7 +10,7 @@ from decimal import Decimal, InvalidOperation
 
 import wasmtime
 
-from .config import quote, show_number, show_value
+from .display import quote, show_number, show_value
 from .engine import Interrupt, TaskInterrupted
 from .errors import ModuleError, TaskError
 from .settings import ConfigNumber

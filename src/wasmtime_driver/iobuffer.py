@@ -21,7 +21,7 @@ from .calling import (
     list_names,
     signatures_from_module,
 )
-from .config import quote
+from .display import quote
 from .engine import Interrupt
 from .errors import TaskError
 from .settings import IOBuffer, MainCall

@@ -21,7 +21,7 @@ from .calling import (
     signatures_from_module,
     trap_reason,
 )
-from .config import quote_path
+from .display import quote_path
 from .engine import Interrupt, TaskInterrupted, create_store
 from .errors import ModuleError, TaskError
 from .iobuffer import run_io_buffer

@@ -22,7 +22,7 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from .calling import extern_kind
-from .config import quote, quote_path
+from .display import quote, quote_path
 from .errors import ModuleError, TaskError
 from .settings import WasiPreopen, WasiSettings
 
