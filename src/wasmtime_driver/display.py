@@ -1,4 +1,4 @@
-"""How error messages show values: JSON-like text, numbers bare and short.
+"""Formatting of values in error messages: JSON-like text, short numbers.
 
 Strings are in double quotes, long values are cut to a readable length, and
 numbers too long to read are shown in scientific notation.
