@@ -127,9 +127,11 @@ def _collect_stderr(plugin: Plugin) -> None:
         plugin.stderr_lines.append(raw.decode(errors="replace").rstrip("\n"))
 
 
-def configure(plugin: Plugin, cache: dict[str, Any] | None = None) -> None:
+def configure(
+    plugin: Plugin, cache: dict[str, Any] | None = None, isolation: str | None = None
+) -> None:
     """Send SetConfig as the long-lived instance gets it."""
-    config = {
+    config: dict[str, Any] = {
         "cache": {
             "enabled": True,
             "type": "lfu",
@@ -140,6 +142,8 @@ def configure(plugin: Plugin, cache: dict[str, Any] | None = None) -> None:
         }
     }
     config["cache"].update(cache or {})
+    if isolation is not None:
+        config["isolation"] = isolation
     nomad_config = base_pb2.NomadConfig(
         driver=base_pb2.NomadDriverConfig(ClientMinPort=14000, ClientMaxPort=14512)
     )

@@ -59,8 +59,8 @@ def test_task_spec_extends_original_with_wasi_only() -> None:
     assert _without(ours, ("wasi",)) == _original_spec("wasm-task-config")
 
 
-def test_plugin_spec_extends_original_with_cache_dir_only() -> None:
-    ours = config.plugin_config_spec()
+def test_plugin_spec_extends_original_with_dir_and_isolation() -> None:
+    ours = _without(config.plugin_config_spec(), ("isolation",))
     assert _without(ours, ("cache", "dir")) == _original_spec("wasm-plugin-config")
 
 
@@ -168,6 +168,23 @@ def _plugin_bytes(cache: dict) -> bytes:
 def test_plugin_invalid_values_name_key(cache: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config.decode_plugin_config(_plugin_bytes(cache))
+
+
+def test_plugin_isolation_defaults_to_thread() -> None:
+    assert config.decode_plugin_config(_plugin_bytes({})).isolation == "thread"
+
+
+def test_plugin_isolation_process_accepted() -> None:
+    data = msgpack.packb({"cache": None, "isolation": "process"})
+    assert config.decode_plugin_config(data).isolation == "process"
+
+
+@pytest.mark.parametrize("value", ["container", "", "Process"])
+def test_plugin_isolation_invalid_names_values(value: str) -> None:
+    data = msgpack.packb({"cache": None, "isolation": value})
+    message = rf'invalid isolation "{value}": expected one of thread, process'
+    with pytest.raises(ConfigError, match=message):
+        config.decode_plugin_config(data)
 
 
 def test_plugin_ttl_ignored_when_expiration_disabled() -> None:

@@ -32,6 +32,7 @@ from .settings import (
     CACHE_TYPES,
     DEFAULT_IO_BUFFER_FUNC,
     DEFAULT_MAIN_FUNC,
+    ISOLATION_MODES,
     CacheSettings,
     ConfigNumber,
     ExpirationSettings,
@@ -102,6 +103,12 @@ def _cache_type(value: Any) -> str | None:
     return f"expected one of {', '.join(CACHE_TYPES)}"
 
 
+def _isolation(value: Any) -> str | None:
+    if value in ISOLATION_MODES:
+        return None
+    return f"expected one of {', '.join(ISOLATION_MODES)}"
+
+
 def _not_empty(fix: str) -> Check:
     """Return a check that rejects "" and names `fix`, the value to set instead."""
 
@@ -157,7 +164,9 @@ CACHE = Section(
     absent_keys=("enabled", "type", "size", "expiration", "preCache"),
 )
 
-PLUGIN_CONFIG = Section("config", (CACHE,))
+PLUGIN_CONFIG = Section(
+    "config", (CACHE, Key("isolation", "string", "thread", check=_isolation))
+)
 
 IO_BUFFER = Section(
     "ioBuffer",
@@ -306,7 +315,8 @@ def decode_plugin_config(data: bytes) -> PluginConfig:
                 modules_dir=Path(modules_dir) if modules_dir else None,
             ),
             dir=Path(cache_dir) if cache_dir else None,
-        )
+        ),
+        isolation=values["isolation"],
     )
 
 

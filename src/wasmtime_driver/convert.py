@@ -170,15 +170,22 @@ def task_stats_to_proto(task_id: str, usage: TaskUsage) -> driver_pb2.TaskStats:
             cpu_fields.PERCENT,
         ],
     )
-    # NOTE: memory is not measured per task in thread isolation, so the
-    # message is present (Nomad requires it) but lists no measured fields.
-    resource_usage = driver_pb2.TaskResourceUsage(
-        cpu=cpu, memory=driver_pb2.MemoryUsage()
-    )
+    resource_usage = driver_pb2.TaskResourceUsage(cpu=cpu, memory=_memory_usage(usage))
     return driver_pb2.TaskStats(
         id=task_id,
         timestamp=timestamp(usage.timestamp),
         agg_resource_usage=resource_usage,
+    )
+
+
+def _memory_usage(usage: TaskUsage) -> driver_pb2.MemoryUsage:
+    # Memory is not measured per task in thread isolation, so there the
+    # message is present (Nomad requires it) but lists no measured fields.
+    if usage.rss_bytes <= 0:
+        return driver_pb2.MemoryUsage()
+    return driver_pb2.MemoryUsage(
+        rss=usage.rss_bytes,
+        measured_fields=[driver_pb2.MemoryUsage.Fields.RSS],
     )
 
 

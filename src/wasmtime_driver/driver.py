@@ -19,13 +19,18 @@ from .config import decode_plugin_config
 from .engine import Interrupt, create_engine, create_store, engine_fingerprint
 from .events import EventBroker
 from .executor import ThreadExecutor
+from .process_executor import ProcessExecutor
 from .settings import PluginConfig
-from .tasks import TaskManager
+from .tasks import Executor, TaskManager
 
 log = logging.getLogger(__name__)
 
 DRIVER_NAME = "wasmtime"
 PLUGIN_API_VERSIONS = ("v0.1.0",)
+
+# The directory, under the cache directory, of the start and result files of
+# tasks in `process` isolation.
+TASK_STATE_DIR = "tasks"
 
 # Nomad's own drivers send a fingerprint every 30 seconds.
 FINGERPRINT_INTERVAL = 30.0
@@ -107,9 +112,19 @@ class WasmtimeDriver:
             settings = self.config.cache
             cache_dir = settings.dir or default_cache_dir()
             self._cache = ModuleCache(engine, engine_fingerprint(), settings, cache_dir)
-            executor = ThreadExecutor(engine, self._cache, self._cwd)
+            executor = self._create_executor(engine, self._cache, cache_dir)
             self._tasks = TaskManager(executor, self.events)
         return self._tasks, self._cache
+
+    def _create_executor(
+        self, engine: wasmtime.Engine, cache: ModuleCache, cache_dir: Path
+    ) -> Executor:
+        if self.config.isolation == "process":
+            # Task state sits in the cache directory, which the plugin already
+            # owns and keeps across restarts, so a new plugin finds it there.
+            state_dir = cache_dir / TASK_STATE_DIR
+            return ProcessExecutor(self.config.cache, cache_dir, state_dir, self._cwd)
+        return ThreadExecutor(engine, cache, self._cwd)
 
     def _ensure_engine(self) -> wasmtime.Engine:
         if self._engine is None:
@@ -136,7 +151,7 @@ class WasmtimeDriver:
         attributes: dict[str, AttributeValue] = {
             f"{prefix}.version": __version__,
             f"{prefix}.wasmtime_version": version("wasmtime"),
-            f"{prefix}.isolation": "thread",
+            f"{prefix}.isolation": self.config.isolation,
             f"{prefix}.cache.enabled": self.config.cache.enabled,
             f"{prefix}.cache.type": self.config.cache.type,
         }

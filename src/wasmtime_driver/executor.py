@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,11 +21,11 @@ import wasmtime
 
 from .cache import ModuleCache
 from .engine import Interrupt
-from .errors import TaskError
+from .errors import DriverError
 from .handle import ExitResult, TaskRequest, TaskUsage
 from .logfiles import open_logs
-from .runtime import TaskInterrupted, TaskIO, resolve_module_path, run_task
 from .settings import TaskConfig
+from .task_run import TaskRuntime, run_request
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +44,21 @@ class RunningTask:
         if not self.stop_signal:
             self.stop_signal = signal_number
         self.interrupt.request()
+
+    def kill(self) -> bool:
+        """Return False: nothing ends a thread stuck in a host call sooner.
+
+        `stop` already requested the Interrupt, which ends the task as soon
+        as it runs WebAssembly again.
+        """
+        return False
+
+    def state(self) -> dict[str, object]:
+        """Return what Nomad's task handle stores for this task."""
+        return {"isolation": "thread"}
+
+    def release(self) -> None:
+        """Do nothing: the task's thread released everything when it ended."""
 
     def usage(self) -> TaskUsage:
         """Sample the CPU time of the task's thread."""
@@ -68,9 +82,7 @@ class ThreadExecutor:
     """
 
     def __init__(self, engine: wasmtime.Engine, cache: ModuleCache, cwd: Path) -> None:
-        self._engine = engine
-        self._cache = cache
-        self._cwd = cwd
+        self._runtime = TaskRuntime(engine, cache, cwd)
 
     async def start(
         self, request: TaskRequest, config: TaskConfig
@@ -91,6 +103,19 @@ class ThreadExecutor:
         thread.start()
         return task, future
 
+    def recover(
+        self, request: TaskRequest, state: dict[str, object]
+    ) -> tuple[RunningTask, asyncio.Future[ExitResult]]:
+        """Raise DriverError: a thread task ends with the process that ran it.
+
+        Claiming the task would leave Nomad waiting on a task that no longer
+        runs.
+        """
+        raise DriverError(
+            f"cannot recover task {request.id!r}: it ran inside an earlier plugin "
+            "process and ended with it; Nomad will start it again"
+        )
+
     def close(self) -> None:
         """Nothing to release: running tasks keep their threads until they end."""
 
@@ -99,43 +124,17 @@ class ThreadExecutor:
     ) -> ExitResult:
         task.native_id = threading.get_native_id()
         try:
-            return self._run_module(task, config, stdout, stderr)
+            return run_request(
+                self._runtime,
+                task.request,
+                config,
+                task.interrupt,
+                (stdout, stderr),
+                lambda: task.stop_signal,
+            )
         finally:
             _close_quietly(stdout)
             _close_quietly(stderr)
-
-    def _run_module(
-        self, task: RunningTask, config: TaskConfig, stdout: BinaryIO, stderr: BinaryIO
-    ) -> ExitResult:
-        request = task.request
-        try:
-            if task.interrupt.requested:
-                raise TaskInterrupted()
-            path = resolve_module_path(config.module_path, request.task_dir, self._cwd)
-            module = self._cache.load(path)
-            io = TaskIO(
-                stdout=stdout,
-                stderr=stderr,
-                env=request.env,
-                task_dir=request.task_dir,
-                alloc_dir=request.alloc_dir,
-                module_name=path.name,
-                module_path=path,
-                memory_limit_bytes=request.memory_limit_bytes,
-            )
-            exit_code = run_task(self._engine, module, config, io, task.interrupt)
-            return ExitResult(exit_code=exit_code)
-        except TaskInterrupted:
-            number = task.stop_signal or signal.SIGKILL
-            return ExitResult(exit_code=128 + number, signal=number)
-        except TaskError as err:
-            _report(stderr, str(err))
-            return ExitResult(exit_code=err.exit_code, err=str(err))
-        except Exception as err:  # a bug: keep the plugin serving other tasks
-            log.exception("task failed unexpectedly", extra={"task_id": request.id})
-            message = f"internal driver error: {err}"
-            _report(stderr, message)
-            return ExitResult(exit_code=1, err=message)
 
 
 def _resolve_threadsafe(
@@ -151,14 +150,6 @@ def _resolve_threadsafe(
         loop.call_soon_threadsafe(resolve)
     except RuntimeError:
         pass  # the event loop has closed: the plugin is exiting
-
-
-def _report(stderr: BinaryIO, message: str) -> None:
-    # The operator reads this with `nomad alloc logs -stderr`.
-    try:
-        stderr.write(message.encode() + b"\n")
-    except OSError:
-        pass
 
 
 def _close_quietly(file: BinaryIO) -> None:

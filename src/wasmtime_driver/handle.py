@@ -51,12 +51,13 @@ class ExitResult:
 
 @dataclass(frozen=True)
 class TaskUsage:
-    """CPU time a task has used, in seconds, sampled at `timestamp`."""
+    """CPU time (seconds) and memory (bytes) a task uses, sampled at `timestamp`."""
 
     timestamp: float
     user_seconds: float = 0.0
     system_seconds: float = 0.0
     cpu_percent: float = 0.0  # 100 is one core for the whole interval
+    rss_bytes: int = 0  # 0: not measured, as for a task on a plugin thread
 
 
 class TaskStatus(enum.Enum):
@@ -79,6 +80,8 @@ class TaskHandle:
     status: TaskStatus = TaskStatus.RUNNING
     result: ExitResult | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # The executor's part of Nomad's driver_state, such as a task's pid.
+    executor_state: dict[str, object] = field(default_factory=dict)
 
     @property
     def id(self) -> str:

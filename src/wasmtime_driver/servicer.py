@@ -8,6 +8,7 @@ manager, and converts the response back. Errors become gRPC statuses in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,6 +48,7 @@ from .protocol import (
     driver_pb2_grpc,
     recoverable_error_pb2,
 )
+from .settings import TaskConfig
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +233,14 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         self, request: driver_pb2.RecoverTaskRequest, context: Context
     ) -> driver_pb2.RecoverTaskResponse:
         # Nomad leaves task_id empty; the handle's config carries the id.
-        task_id = request.handle.config.id or request.task_id
-        self._driver.tasks.recover(task_id)
+        task = task_request_from_proto(request.handle.config)
+        if not task.id:
+            task = dataclasses.replace(task, id=request.task_id)
+        state = _decode_driver_state(request.handle.driver_state)
+        # After an agent restart the handle has no task config bytes, so the
+        # module path comes from the driver state.
+        config = TaskConfig(module_path=str(state.get("module_path", "")))
+        self._driver.tasks.recover(task, config, state)
         return driver_pb2.RecoverTaskResponse()
 
     async def SignalTask(self, request: Any, context: Context) -> Any:
@@ -299,11 +307,24 @@ def _attribute(value: str | float | bool) -> attribute_pb2.Attribute:
 
 
 def _driver_state(handle: TaskHandle) -> bytes:
-    state = {
+    state: dict[str, object] = {
         "version": TASK_HANDLE_VERSION,
         "task_id": handle.id,
         "module_path": handle.config.module_path,
         "started_at": handle.started_at,
-        "isolation": "thread",
     }
+    # The executor adds its isolation mode and what it needs to recover.
+    state.update(handle.executor_state)
     return bytes(msgpack.packb(state))
+
+
+def _decode_driver_state(data: bytes) -> dict[str, object]:
+    """Decode driver_state; an empty or unreadable one decodes to {}."""
+    if not data:
+        return {}
+    try:
+        state = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.UnpackException):
+        log.warning("ignoring unreadable driver_state in a task handle")
+        return {}
+    return state if isinstance(state, dict) else {}

@@ -15,6 +15,9 @@ ConfigNumber = int | float | str
 
 CACHE_TYPES = ("lfu", "lru", "arc", "simple")
 
+# How tasks run: on a thread of the plugin, or in an OS process of their own.
+ISOLATION_MODES = ("thread", "process")
+
 
 @dataclass(frozen=True)
 class ExpirationSettings:
@@ -41,6 +44,7 @@ class CacheSettings:
 @dataclass(frozen=True)
 class PluginConfig:
     cache: CacheSettings = field(default_factory=CacheSettings)
+    isolation: str = "thread"  # one of ISOLATION_MODES
 
 
 DEFAULT_MAIN_FUNC = "handle_buffer"

@@ -11,23 +11,56 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from .config import decode_task_config
 from .errors import DriverError, TaskNotFoundError
 from .events import EventBroker, TaskEvent
-from .executor import RunningTask, ThreadExecutor
 from .handle import ExitResult, TaskHandle, TaskRequest, TaskUsage
+from .settings import TaskConfig
 
 log = logging.getLogger(__name__)
 
 # Nomad's executor sends SIGINT when a job sets no kill_signal.
 DEFAULT_STOP_SIGNAL = "SIGINT"
+# How long a task may take to end after SIGKILL before stop gives up waiting.
+KILL_WAIT = 5.0
+
+
+class RunningTask(Protocol):
+    """A started task, as each isolation mode's executor returns it."""
+
+    def stop(self, signal_number: int) -> None: ...
+
+    def kill(self) -> bool:
+        """Kill the task outright; return False when its mode cannot."""
+        ...
+
+    def usage(self) -> TaskUsage: ...
+
+    def state(self) -> dict[str, object]: ...
+
+    def release(self) -> None: ...
+
+
+class Executor(Protocol):
+    """Runs tasks in one isolation mode; see ThreadExecutor and ProcessExecutor."""
+
+    async def start(
+        self, request: TaskRequest, config: TaskConfig
+    ) -> tuple[RunningTask, asyncio.Future[ExitResult]]: ...
+
+    def recover(
+        self, request: TaskRequest, state: dict[str, object]
+    ) -> tuple[RunningTask, asyncio.Future[ExitResult]]: ...
+
+    def close(self) -> None: ...
 
 
 class TaskManager:
     """Owns every task of this plugin process, keyed by Nomad's task id."""
 
-    def __init__(self, executor: ThreadExecutor, events: EventBroker) -> None:
+    def __init__(self, executor: Executor, events: EventBroker) -> None:
         self._executor = executor
         self._events = events
         self._handles: dict[str, TaskHandle] = {}
@@ -77,9 +110,7 @@ class TaskManager:
         config = decode_task_config(request.driver_config)
         running, future = await self._executor.start(request, config)
         handle = TaskHandle(request, config)
-        self._handles[request.id] = handle
-        self._running[request.id] = running
-        future.add_done_callback(lambda f: self._on_exit(handle, f))
+        self._track(handle, running, future)
 
         log.info(
             "task started",
@@ -88,19 +119,35 @@ class TaskManager:
         self._publish(request, f"started module {config.module_path}")
         return handle
 
-    def recover(self, task_id: str) -> None:
-        """Confirm that a task from Nomad's persisted handle is still known.
+    def recover(
+        self, request: TaskRequest, config: TaskConfig, state: dict[str, object]
+    ) -> None:
+        """Re-attach to a task from Nomad's persisted handle; raises DriverError.
 
-        Tasks run on threads of the plugin process, so a task is recoverable
-        only by the process that started it. Claiming any other task would
-        leave Nomad waiting on a task that no longer runs.
+        A task this process knows is accepted as it is. Any other task is
+        handed to the executor, which raises when it cannot find it running
+        or its exit result.
         """
-        if task_id in self._handles:
+        if request.id in self._handles:
             return
-        raise DriverError(
-            f"cannot recover task {task_id!r}: it ran inside an earlier plugin "
-            "process and ended with it; Nomad will start it again"
-        )
+        running, future = self._executor.recover(request, state)
+        handle = TaskHandle(request, config)
+        started_at = state.get("started_at")
+        if isinstance(started_at, float):
+            handle.started_at = started_at
+        self._track(handle, running, future)
+        log.info("task recovered", extra=_task_fields(request))
+
+    def _track(
+        self,
+        handle: TaskHandle,
+        running: RunningTask,
+        future: asyncio.Future[ExitResult],
+    ) -> None:
+        handle.executor_state = running.state()
+        self._handles[handle.id] = handle
+        self._running[handle.id] = running
+        future.add_done_callback(lambda f: self._on_exit(handle, f))
 
     async def wait(self, task_id: str) -> ExitResult:
         handle = self.get(task_id)
@@ -109,7 +156,7 @@ class TaskManager:
         return handle.result
 
     async def stop(self, task_id: str, timeout: float, signal_name: str) -> None:
-        """Interrupt a task and wait up to `timeout` seconds for it to end.
+        """Stop a task with a signal, and kill it if it runs after `timeout` seconds.
 
         WebAssembly cannot catch a signal, so the signal only decides how the
         exit is reported; the task is interrupted at once either way.
@@ -121,12 +168,15 @@ class TaskManager:
 
         # No task event: Nomad's task runner records the kill itself.
         running.stop(_signal_number(signal_name or DEFAULT_STOP_SIGNAL))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(handle.done.wait(), max(timeout, 0.001))
-        if not handle.done.is_set():
+        if await _wait_done(handle, timeout):
+            return
+        log.warning(
+            "task did not stop within its kill timeout",
+            extra=_task_fields(handle.request) | {"timeout": timeout},
+        )
+        if running.kill() and not await _wait_done(handle, KILL_WAIT):
             log.warning(
-                "task did not stop within its kill timeout",
-                extra=_task_fields(handle.request) | {"timeout": timeout},
+                "task still runs after SIGKILL", extra=_task_fields(handle.request)
             )
 
     async def destroy(self, task_id: str, force: bool) -> None:
@@ -138,7 +188,9 @@ class TaskManager:
                 raise _StillRunningError(task_id)
             await self.stop(task_id, 5.0, "SIGKILL")
         self._handles.pop(task_id, None)
-        self._running.pop(task_id, None)
+        running = self._running.pop(task_id, None)
+        if running is not None:
+            running.release()
         log.info("task destroyed", extra=_task_fields(handle.request))
 
     async def usage(self, task_id: str, interval: float) -> AsyncIterator[TaskUsage]:
@@ -183,6 +235,12 @@ class _StillRunningError(DriverError):
             f"cannot destroy task {task_id!r} while it runs: stop it first or "
             "destroy it with force"
         )
+
+
+async def _wait_done(handle: TaskHandle, timeout: float) -> bool:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(handle.done.wait(), max(timeout, 0.001))
+    return handle.done.is_set()
 
 
 def _signal_number(name: str) -> int:
