@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import msgpack
 import psutil
 import pytest
@@ -246,6 +247,9 @@ def test_process_task_recovered_by_new_plugin(
     response = first.driver.StartTask(request, timeout=30)
     assert first.shutdown() == 0
     assert psutil.Process(_pid(response)).status() != psutil.STATUS_ZOMBIE
+    # The task holds no copy of the plugin's stderr, so the host saw EOF.
+    assert first.stderr_reader is not None
+    assert not first.stderr_reader.is_alive()
 
     second = _start_process_plugin(cache_dir)
     try:
@@ -294,3 +298,66 @@ def test_process_exited_task_recovered_with_code(
 
     assert result.result.exit_code == 7
     assert result.result.signal == 0
+
+
+def test_process_fingerprint_reports_isolation(plugin: Plugin) -> None:
+    stream = plugin.driver.Fingerprint(driver_pb2.FingerprintRequest(), timeout=30)
+    first = next(iterate(stream, 1))
+    assert first.attributes["driver.wasmtime.isolation"].string_val == "process"
+
+
+def test_process_destroy_force_kills_task(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
+    alloc = AllocDir(tmp_path, "destroy").create()
+    request = task_request(alloc, task_config_bytes(str(modules / "spin.wasm"), "spin"))
+    response = plugin.driver.StartTask(request, timeout=30)
+    _destroy(plugin, request.task.id)
+    alloc.wait_for_eof()
+    _wait_until_gone(_pid(response))
+
+
+def test_process_recover_rejects_thread_handle(
+    plugin: Plugin, cache_dir: Path, modules: Path, tmp_path: Path
+) -> None:
+    thread_plugin = start_plugin()
+    configure(thread_plugin, {"dir": str(cache_dir)})
+    alloc = AllocDir(tmp_path, "thread").create()
+    request = task_request(alloc, task_config_bytes(str(modules / "sum.wasm"), "sum"))
+    try:
+        response = thread_plugin.driver.StartTask(request, timeout=30)
+        _wait(thread_plugin, request.task.id)
+        alloc.wait_for_eof()
+    finally:
+        thread_plugin.shutdown()
+
+    with pytest.raises(grpc.RpcError) as error:
+        plugin.driver.RecoverTask(
+            driver_pb2.RecoverTaskRequest(handle=response.handle), timeout=10
+        )
+    assert request.task.id in error.value.details()
+    assert "names no task process" in error.value.details()
+
+
+def test_process_recover_detects_pid_reuse(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
+    alloc = AllocDir(tmp_path, "reuse").create()
+    request = task_request(alloc, task_config_bytes(str(modules / "spin.wasm"), "spin"))
+    response = plugin.driver.StartTask(request, timeout=30)
+    # The same pid with another start time is another process.
+    state = msgpack.unpackb(response.handle.driver_state)
+    state["process_start_time"] -= 1000.0
+    handle = driver_pb2.TaskHandle()
+    handle.CopyFrom(response.handle)
+    handle.driver_state = msgpack.packb(state)
+    handle.config.id = request.task.id + "-copy"
+
+    with pytest.raises(grpc.RpcError) as error:
+        plugin.driver.RecoverTask(
+            driver_pb2.RecoverTaskRequest(handle=handle), timeout=10
+        )
+    _destroy(plugin, request.task.id)
+    alloc.wait_for_eof()
+
+    assert "is gone and left no exit result" in error.value.details()

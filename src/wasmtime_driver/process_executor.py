@@ -30,7 +30,7 @@ SHIM_MODULE = "wasmtime_driver.shim"
 class ProcessExecutor:
     """Starts each task as a shim process and reports how it ended.
 
-    `state_dir` holds the start and result files of this plugin's tasks.
+    `state_dir` contains the start and result files of this plugin's tasks.
     """
 
     def __init__(

@@ -84,7 +84,7 @@ class ProcessTask:
         }
 
     def watch_ready(self, fd: int) -> None:
-        """Wait, without blocking, for the shim's byte that says it handles stops."""
+        """Wait, without blocking, for the shim's byte that reports it handles stops."""
         loop = asyncio.get_running_loop()
 
         def on_readable() -> None:
@@ -103,7 +103,7 @@ class ProcessTask:
         pidfd = os.pidfd_open(process.pid)
 
         def on_exit() -> None:
-            status = process.wait()  # reaps it: the pidfd says it has exited
+            status = process.wait()  # reaps it: the readable pidfd means it has exited
             _resolve(future, self._child_result(status))
 
         self._watch_exit(pidfd, on_exit)
@@ -138,10 +138,13 @@ class ProcessTask:
         loop.add_reader(pidfd, on_readable)
 
     def stop(self, signal_number: int) -> None:
-        """Send a stop signal to the task's process group, once it can handle it."""
+        """Send a stop signal to the task's process group, once it can handle it.
+
+        SIGKILL needs no handler, so it is sent at once.
+        """
         if not self.stop_signal:
             self.stop_signal = signal_number
-        if self._ready:
+        if self._ready or signal_number == signal.SIGKILL:
             self._signal_group(signal_number)
 
     def kill(self) -> bool:

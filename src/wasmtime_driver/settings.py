@@ -15,7 +15,7 @@ ConfigNumber = int | float | str
 
 CACHE_TYPES = ("lfu", "lru", "arc", "simple")
 
-# How tasks run: on a thread of the plugin, or in an OS process of their own.
+# Isolation modes: a thread of the plugin, or an OS process per task.
 ISOLATION_MODES = ("thread", "process")
 
 

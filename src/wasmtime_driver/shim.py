@@ -2,14 +2,14 @@
 
 Started by the plugin as `python -m wasmtime_driver.shim START_FILE READY_FD`
 with the task's log FIFOs as stdout and stderr. It runs the task with its own
-engine and a `ModuleCache` on the plugin's cache directory, writes the exit
-result to the result file named in the start file, and exits with the task's
-exit code (128 + N after a stop by signal N).
+engine and a `ModuleCache` on the plugin's cache directory. It then writes the
+exit result to the result file named in the start file and exits with the
+task's exit code (128 + N after a stop by signal N).
 
 SIGINT and SIGTERM request the task's Interrupt, so running WebAssembly traps
-at once. The shim writes one byte to READY_FD once it handles them; the
-plugin sends a stop signal only after that byte, because before it SIGINT may
-still be ignored (the plugin ignores it, and children inherit that).
+at once. The shim writes one byte to READY_FD once it handles them. The
+plugin sends a stop signal only after that byte, because until then SIGINT
+may still be ignored: the plugin ignores it, and children inherit that.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TaskRuntime:
-    """What every task of one plugin shares: engine, module cache, working dir."""
+    """The engine, module cache and working directory that tasks share."""
 
     engine: wasmtime.Engine
     cache: ModuleCache
@@ -43,7 +43,7 @@ def run_request(
     logs: tuple[BinaryIO, BinaryIO],
     stop_signal: Callable[[], int],
 ) -> ExitResult:
-    """Run a task and return how it ended; never raises for a task's failure.
+    """Run a task and return how it ended, also when the task fails.
 
     `logs` are the task's stdout and stderr. `stop_signal` returns the signal
     a stop requested, which decides how an interrupted task is reported.

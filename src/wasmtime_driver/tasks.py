@@ -124,7 +124,7 @@ class TaskManager:
     ) -> None:
         """Re-attach to a task from Nomad's persisted handle; raises DriverError.
 
-        A task this process knows is accepted as it is. Any other task is
+        A task in this process's table is accepted as it is. Any other task is
         handed to the executor, which raises when it cannot find it running
         or its exit result.
         """
