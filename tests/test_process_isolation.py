@@ -247,7 +247,7 @@ def test_process_task_recovered_by_new_plugin(
     response = first.driver.StartTask(request, timeout=30)
     assert first.shutdown() == 0
     assert psutil.Process(_pid(response)).status() != psutil.STATUS_ZOMBIE
-    # The task holds no copy of the plugin's stderr, so the host saw EOF.
+    # The task has no copy of the plugin's stderr, so the host saw EOF.
     assert first.stderr_reader is not None
     assert not first.stderr_reader.is_alive()
 
@@ -361,3 +361,32 @@ def test_process_recover_detects_pid_reuse(
     alloc.wait_for_eof()
 
     assert "is gone and left no exit result" in error.value.details()
+
+
+def _compiled_files(cache_dir: Path) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in cache_dir.rglob("*.cwasm")}
+
+
+def test_process_tasks_share_compiled_modules(
+    plugin: Plugin, cache_dir: Path, tmp_path: Path
+) -> None:
+    # A module no other test uses, so its compiled file is new.
+    module = tmp_path / "add.wasm"
+    module.write_bytes(wasmtime.wat2wasm(SUM_WAT.replace('"sum"', '"add"')))
+    before = _compiled_files(cache_dir)
+    runs = []
+    for index in range(2):
+        alloc = AllocDir(tmp_path / str(index), "add").create()
+        config = task_config_bytes(str(module), "add", [2, 3])
+        request = task_request(alloc, config)
+        plugin.driver.StartTask(request, timeout=30)
+        result = _wait(plugin, request.task.id)
+        alloc.wait_for_eof()
+        _destroy(plugin, request.task.id)
+        assert result.result.exit_code == 0
+        assert bytes(alloc.stdout) == b"5\n"
+        runs.append(_compiled_files(cache_dir))
+
+    assert len(runs[0]) == len(before) + 1
+    # The second task's shim loaded the file the first one stored.
+    assert runs[1] == runs[0]

@@ -81,7 +81,7 @@ class WasmtimeDriver:
             # Keep reporting the settings in effect, not the rejected ones.
             log.warning(
                 "plugin config changed while tasks are known; the new cache "
-                "settings apply after the plugin restarts"
+                "and isolation settings apply after the plugin restarts"
             )
             return
         self.config = config

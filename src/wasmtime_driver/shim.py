@@ -84,6 +84,9 @@ def _run(
         report_error(logs[1], str(err))
         return ExitResult(exit_code=1, err=str(err))
     engine = create_engine()
+    # NOTE: each shim indexes the cache directory when it starts and applies
+    # `size` and `entryTTL` on its own, so it may delete a file that the plugin
+    # or another shim stored. That costs a compile later, never an error.
     with ModuleCache(
         engine, engine_fingerprint(), start.cache, start.cache_dir
     ) as cache:
