@@ -261,6 +261,10 @@ def test_process_task_recovered_by_new_plugin(
             driver_pb2.RecoverTaskRequest(handle=handle), timeout=10
         )
         task_id = request.task.id
+        stats = second.driver.TaskStats(
+            driver_pb2.TaskStatsRequest(task_id=task_id), timeout=30
+        )
+        sample = next(iterate(stats, 1))
         waiting = second.driver.WaitTask.future(
             driver_pb2.WaitTaskRequest(task_id=task_id), timeout=60
         )
@@ -271,6 +275,7 @@ def test_process_task_recovered_by_new_plugin(
     finally:
         second.shutdown()
 
+    assert sample.stats.agg_resource_usage.memory.rss > 0
     assert result.result.signal == 2
     assert result.result.exit_code == 130
 

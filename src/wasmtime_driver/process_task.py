@@ -154,6 +154,8 @@ class ProcessTask:
         return True
 
     def release(self) -> None:
+        # NOTE: only DestroyTask removes the result file, so a task that Nomad
+        # never destroys leaves a small file in the state directory.
         self.result_path.unlink(missing_ok=True)
 
     def usage(self) -> TaskUsage:
