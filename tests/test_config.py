@@ -396,3 +396,25 @@ def test_task_empty_module_path_says_fix() -> None:
     message = r'invalid modulePath "": must not be empty \(set it to the path of a'
     with pytest.raises(ConfigError, match=message):
         config.decode_task_config(msgpack.packb({"modulePath": ""}))
+
+
+def test_task_wasi_args_reject_nul() -> None:
+    data = msgpack.packb({"modulePath": "m.wasm", "wasi": {"args": ["ok", "a\x00b"]}})
+    with pytest.raises(ConfigError, match=r"wasi\.args .*argument 2 contains a NUL"):
+        config.decode_task_config(data)
+
+
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [("0e999999999", 0), ("0.0e400", 0), ("-0", "-0"), (-0.0, "-0"), (0, 0)],
+    ids=[
+        "zero-huge-exponent",
+        "zero-fraction",
+        "negative-zero-text",
+        "negative-zero",
+        "zero",
+    ],
+)
+def test_task_zero_arguments_keep_sign(raw: object, decoded: object) -> None:
+    data = msgpack.packb({"modulePath": "m.wasm", "main": {"args": [raw]}})
+    assert config.decode_task_config(data).main.args == (decoded,)

@@ -576,3 +576,67 @@ def test_regular_file_log_appended(
         driver_pb2.WaitTaskRequest(task_id=request.task.id), timeout=30
     )
     assert stdout.read_bytes() == b"earlier\n3\n"
+
+
+def test_destroy_during_pending_start_wins(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
+    """A forced DestroyTask that arrives while StartTask waits for logmon ends the task."""
+    alloc = AllocDir(tmp_path, "pending")
+    for sub in ("alloc/logs", "pending/local"):
+        (alloc.root / sub).mkdir(parents=True)
+    os.mkfifo(alloc.stdout_path, 0o600)
+    os.mkfifo(alloc.stderr_path, 0o600)
+    request = task_request(alloc, task_config_bytes(str(modules / "spin.wasm"), "spin"))
+    task_id = request.task.id
+    start = plugin.driver.StartTask.future(request, timeout=30)
+    time.sleep(0.2)  # StartTask is now waiting for the FIFOs' reader
+    destroy = plugin.driver.DestroyTask.future(
+        driver_pb2.DestroyTaskRequest(task_id=task_id, force=True), timeout=30
+    )
+    time.sleep(0.2)
+    readers = [
+        threading.Thread(target=_drain_fifo, args=(path,), daemon=True)
+        for path in (alloc.stdout_path, alloc.stderr_path)
+    ]
+    for reader in readers:
+        reader.start()
+    start.result(timeout=30)
+    destroy.result(timeout=30)
+
+    for reader in readers:
+        reader.join(10)
+        assert not reader.is_alive(), "the task still runs after DestroyTask"
+    with pytest.raises(grpc.RpcError) as gone:
+        plugin.driver.InspectTask(
+            driver_pb2.InspectTaskRequest(task_id=task_id), timeout=10
+        )
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_task_threads_run_at_lower_priority(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
+    alloc = AllocDir(tmp_path, "nice").create()
+    request = task_request(alloc, task_config_bytes(str(modules / "spin.wasm"), "spin"))
+    plugin.driver.StartTask(request, timeout=30)
+    try:
+        pid = plugin.process.pid
+        main_nice = os.getpriority(os.PRIO_PROCESS, pid)
+        deadline = time.monotonic() + 10
+        niceness: list[int] = []
+        while time.monotonic() < deadline:
+            niceness = [
+                os.getpriority(os.PRIO_PROCESS, int(tid.name))
+                for tid in Path(f"/proc/{pid}/task").iterdir()
+            ]
+            if max(niceness) > main_nice:
+                break
+            time.sleep(0.05)
+        assert max(niceness) >= main_nice + 10
+    finally:
+        plugin.driver.DestroyTask(
+            driver_pb2.DestroyTaskRequest(task_id=request.task.id, force=True),
+            timeout=30,
+        )
+        alloc.wait_for_eof()

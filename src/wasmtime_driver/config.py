@@ -118,6 +118,17 @@ def _not_empty(fix: str) -> Check:
     return check
 
 
+def _no_nul_characters(values: Any) -> str | None:
+    # A WASI program receives its arguments as C strings, which end at the
+    # first NUL, so "a\x00b" would silently arrive as "a".
+    for index, value in enumerate(values):
+        if "\x00" in value:
+            return (
+                f"argument {index + 1} contains a NUL character, which WASI cannot pass"
+            )
+    return None
+
+
 def _absolute_dir(value: Any) -> str | None:
     # A relative path would depend on the directory the agent was started
     # from, which changes between a test run and a service manager.
@@ -216,7 +227,9 @@ WASI_PREOPEN = Section(
     repeated=True,
 )
 
-WASI = Section("wasi", (Key("args", "list(string)"), WASI_PREOPEN))
+WASI = Section(
+    "wasi", (Key("args", "list(string)", check=_no_nul_characters), WASI_PREOPEN)
+)
 
 TASK_CONFIG = Section(
     "config",
@@ -374,6 +387,10 @@ def _config_number(value: Decimal) -> ConfigNumber:
     # so that the runtime converts them by the called function's signature.
     # A whole number too large for any wasm type stays text: the runtime
     # rejects it without building a huge int.
+    if value.is_zero():
+        # "0e999999999" is still zero, and a negative zero must stay -0.0
+        # for a float parameter, which the int 0 would lose.
+        return "-0" if value.is_signed() else 0
     if value.adjusted() <= _MAX_WHOLE_EXPONENT and value == value.to_integral_value():
         return int(value)
     # Lowercase "e" as in Python's float text: Decimal writes "1E+999999999".

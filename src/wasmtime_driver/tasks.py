@@ -149,7 +149,19 @@ class TaskManager:
         self._running[handle.id] = running
         future.add_done_callback(lambda f: self._on_exit(handle, f))
 
+    async def _start_settled(self, task_id: str) -> None:
+        """Wait for a StartTask of `task_id` still in progress, whatever its outcome.
+
+        A stop or destroy that arrives while the start awaits the log FIFOs
+        would otherwise find no task, return, and let the task start after.
+        """
+        starting = self._starting.get(task_id)
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(starting)
+
     async def wait(self, task_id: str) -> ExitResult:
+        await self._start_settled(task_id)
         handle = self.get(task_id)
         await handle.done.wait()
         assert handle.result is not None
@@ -161,6 +173,7 @@ class TaskManager:
         WebAssembly cannot catch a signal, so the signal only decides how the
         exit is reported; the task is interrupted at once either way.
         """
+        await self._start_settled(task_id)
         handle = self._handles.get(task_id)
         running = self._running.get(task_id)
         if handle is None or running is None or handle.done.is_set():
@@ -180,6 +193,7 @@ class TaskManager:
             )
 
     async def destroy(self, task_id: str, force: bool) -> None:
+        await self._start_settled(task_id)
         handle = self._handles.get(task_id)
         if handle is None:
             return
