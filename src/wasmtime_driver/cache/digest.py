@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import cachetools
 
 from ..errors import ModuleError
+from .compiler import check_wasm_binary
+from .limits import MAX_MODULE_BYTES, read_bounded
 from .store import FileStamp
 
 # Paths remembered; each entry is a few hundred bytes.
@@ -20,6 +23,8 @@ _MEMO_PATHS = 4096
 # read could be modified again with the same mtime and size, so its digest is
 # not memoized, as git does for "racily clean" index entries.
 _RACY_WINDOW_NS = 2_000_000_000
+# The magic bytes and version field that start every WebAssembly binary.
+_HEADER_BYTES = 8
 
 
 class DigestMemo:
@@ -65,18 +70,48 @@ class DigestMemo:
 def read_module_file(path: Path) -> tuple[bytes, FileStamp | None]:
     """Read `path` and return its bytes and stamp.
 
-    The stamp is None when the file changed while it was read. Raises
-    ModuleError naming the path when the file cannot be read.
+    The file is opened once, and its type, size and magic bytes are checked
+    before more than its first bytes are read. The stamp is None when the file
+    changed while it was read. Raises ModuleError naming the path when the file
+    cannot be read, is not a regular file, is empty, is not a WebAssembly
+    binary or is larger than MAX_MODULE_BYTES.
     """
     try:
-        with open(path, "rb") as file:
-            before = FileStamp.of(os.fstat(file.fileno()))
-            data = file.read()
-            after = FileStamp.of(os.fstat(file.fileno()))
+        # O_NONBLOCK keeps a FIFO named as the module from blocking the open.
+        # It has no effect on regular files.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            return _read_checked(fd, path)
+        finally:
+            os.close(fd)
     except OSError as err:
         reason = err.strerror or str(err)
         raise ModuleError(f"failed to read module {str(path)!r}: {reason}") from err
+
+
+def _read_checked(fd: int, path: Path) -> tuple[bytes, FileStamp | None]:
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        raise ModuleError(
+            f"module file {str(path)!r} is not a regular file: modulePath must"
+            " name a compiled .wasm file"
+        )
+    check_wasm_binary(os.pread(fd, _HEADER_BYTES, 0), path)
+    _check_size(status.st_size, path)
+    data = read_bounded(fd, status.st_size, MAX_MODULE_BYTES)
+    _check_size(len(data), path)  # the file grew after fstat
+    before = FileStamp.of(status)
+    after = FileStamp.of(os.fstat(fd))
     return data, after if before == after else None
+
+
+def _check_size(size: int, path: Path) -> None:
+    if size > MAX_MODULE_BYTES:
+        raise ModuleError(
+            f"module file {str(path)!r} is too large: {size} bytes exceeds the"
+            f" limit of {MAX_MODULE_BYTES} bytes: modulePath must name a smaller"
+            " module"
+        )
 
 
 def _is_racy(stamp: FileStamp) -> bool:

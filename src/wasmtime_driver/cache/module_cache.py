@@ -20,7 +20,13 @@ from .compiler import compile_module
 from .digest import DigestMemo, read_module_file
 from .index import CacheIndex, Entry, make_policy
 from .precache import find_modules, validate_pre_cache
-from .store import Artifact, ArtifactStore, CorruptArtifactError, unlink_quietly
+from .store import (
+    Artifact,
+    ArtifactStore,
+    CorruptArtifactError,
+    EntryError,
+    unlink_quietly,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +260,7 @@ class ModuleCache:
         with self._lock:
             if not self._index.remove(entry):
                 return
-            unlink_quietly(entry.artifact.path)
+            self._remove_entry_locked(entry.artifact.path)
         # Another plugin process sharing the directory may have evicted it.
         level = logging.DEBUG if isinstance(err, FileNotFoundError) else logging.WARNING
         logger.log(
@@ -320,8 +326,19 @@ class ModuleCache:
         self._count("compiles")
         return compile_module(self._engine, data, path)
 
+    def _remove_entry_locked(self, path: Path) -> None:
+        try:
+            self._store.remove_entry(path)
+        except EntryError as err:
+            logger.warning("%s", err, extra={"error": str(err)})
+
     def _write(self, digest: str, module: wasmtime.Module) -> Artifact | None:
-        """Store `module`; returns None when the cache directory is not writable."""
+        """Store `module`; returns None when it cannot be stored.
+
+        Only errors of the cache directory itself (OSError from the store)
+        switch every module to compiling in memory. An error confined to this
+        module's entry is logged and leaves writes of other modules on.
+        """
         with self._lock:
             retry_at = self._write_retry_at
         if retry_at is not None and self._clock() < retry_at:
@@ -331,8 +348,16 @@ class ModuleCache:
                 self._store.prepare()
                 self._prepared = True
             artifact = self._store.write(digest, module.serialize())
-        except (OSError, wasmtime.WasmtimeError) as err:
+        except OSError as err:
             self._write_failed(err)
+            return None
+        except (EntryError, wasmtime.WasmtimeError) as err:
+            logger.warning(
+                "failed to store compiled module %s, compiled in memory: %s",
+                digest,
+                err,
+                extra={"module_digest": digest, "error": str(err)},
+            )
             return None
         if retry_at is not None:
             self._write_recovered()
