@@ -691,7 +691,7 @@ def report(results: Results, args: argparse.Namespace, lines: list[str]) -> str:
     out += [
         (
             f"- Plugin log level: {results.plugin_log_level}; isolation: thread "
-            "(the only mode the plugin has)"
+            "(this script measures thread isolation only)"
         ),
         (
             "- CPU used by other processes on the machine during the run: "
