@@ -16,9 +16,10 @@ import wasmtime
 from . import __version__
 from .cache import ModuleCache, default_cache_dir, validate_pre_cache
 from .config import decode_plugin_config
-from .engine import Interrupt, create_engine, create_store, engine_fingerprint
+from .engine import create_engine, engine_fingerprint
 from .events import EventBroker
 from .executor import ThreadExecutor
+from .health import HealthCheck
 from .process_executor import ProcessExecutor
 from .settings import PluginConfig
 from .tasks import Executor, TaskManager
@@ -35,12 +36,9 @@ TASK_STATE_DIR = "tasks"
 # Nomad's own drivers send a fingerprint every 30 seconds.
 FINGERPRINT_INTERVAL = 30.0
 
-# The health check compiles and runs this module with the shared engine, so
-# that "healthy" means tasks can really run.
-_HEALTH_CHECK_WAT = """
-(module (func (export "add") (param i32 i32) (result i32)
-  local.get 0 local.get 1 i32.add))
-"""
+# The health check's compiled module is stored in this directory of the
+# module cache's directory.
+HEALTH_DIR = "health"
 
 AttributeValue = str | int | float | bool
 
@@ -63,6 +61,7 @@ class WasmtimeDriver:
         self._cache: ModuleCache | None = None
         self._tasks: TaskManager | None = None
         self._last_health: bool | None = None
+        self._health: HealthCheck | None = None
 
     async def set_config(self, data: bytes, long_lived: bool) -> None:
         """Decode and check the plugin config; raises ConfigError.
@@ -85,6 +84,7 @@ class WasmtimeDriver:
             )
             return
         self.config = config
+        self._health = None  # the cache directory may have changed
         self._close_runtime()
         cache = self._ensure_tasks()[1]
         if config.cache.enabled and config.cache.pre_cache.enabled:
@@ -132,19 +132,17 @@ class WasmtimeDriver:
         return self._engine
 
     def _check_health(self) -> tuple[bool, str]:
-        try:
-            engine = self._ensure_engine()
-            module = wasmtime.Module(engine, _HEALTH_CHECK_WAT)
-            store = create_store(engine, Interrupt())
-            instance = wasmtime.Instance(store, module, [])
-            add = instance.exports(store)["add"]
-            assert isinstance(add, wasmtime.Func)
-            result = add(store, 2, 3)
-        except (wasmtime.WasmtimeError, wasmtime.Trap, AssertionError) as err:
-            return False, f"wasmtime engine failed its check: {err}"
-        if result != 5:
-            return False, f"wasmtime engine computed 2 + 3 = {result}"
-        return True, "Healthy"
+        if self._health is None:
+            try:
+                engine = self._ensure_engine()
+            except wasmtime.WasmtimeError as err:
+                return False, f"failed to create a wasmtime engine: {err}"
+            settings = self.config.cache
+            artifact_dir = None
+            if settings.enabled:
+                artifact_dir = (settings.dir or default_cache_dir()) / HEALTH_DIR
+            self._health = HealthCheck(engine, engine_fingerprint(), artifact_dir)
+        return self._health.run()
 
     def _attributes(self) -> dict[str, AttributeValue]:
         prefix = f"driver.{DRIVER_NAME}"
