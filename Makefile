@@ -8,9 +8,10 @@ MAKEFLAGS += --no-print-directory
 
 .PHONY: example build venv test test-unit protos check-protos modules lint clean
 
-# Set up from a fresh clone and run the original driver's example job.
+# Set up from a fresh clone and run the original driver's example job, with
+# the plugin executable that a Nomad plugin_dir would hold.
 example: build
-	@$(BIN)/wasmtime-driver run example/job/sum.nomad
+	@$(BIN)/wasmtime-driver run --plugin build/wasmtime-driver example/job/sum.nomad
 
 venv: $(VENV)/.installed
 
