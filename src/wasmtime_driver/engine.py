@@ -17,6 +17,7 @@ NOTE: a task blocked inside a host call (a WASI write to a full pipe, a WASI
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import itertools
 import json
@@ -84,6 +85,9 @@ def wasmtime_version() -> str:
     return metadata.version("wasmtime")
 
 
+# Cached because reading the package metadata takes milliseconds, and the
+# installed version cannot change under a running process.
+@functools.cache
 def engine_fingerprint() -> str:
     """Return a hex SHA-256 of everything that decides the compiled machine code.
 

@@ -1,11 +1,14 @@
 """Running tasks: the `process` isolation mode.
 
-Each task runs in an OS process of its own, the shim (`wasmtime_driver.shim`),
-in a new session, so its process group can be signalled as a whole and it
-keeps running when the plugin exits. A new plugin process re-attaches to it
-with `recover`, using the pid and start time from Nomad's task handle. The
-shim writes its exit result to a file, because a re-attached plugin is not the
-shim's parent and cannot read its exit status.
+Each task runs in an OS process of its own, in a new session, so its process
+group can be signalled as a whole and it keeps running when the plugin exits.
+The zygote (`wasmtime_driver.zygote`), which has already imported wasmtime
+and the driver, forks these processes. When no zygote can be started, each
+task runs in a fresh interpreter, the shim (`wasmtime_driver.shim`). A new
+plugin process re-attaches to a task with `recover`, using the pid and start
+time from Nomad's task handle. The task process writes its exit result to a
+file, because the plugin is not its parent when the zygote forked it or after
+a plugin restart, and then cannot read its exit status.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from .logfiles import open_logs
 from .process_task import ProcessTask
 from .settings import CacheSettings, TaskConfig
 from .shim_files import ShimStart, read_result, task_file_stem, write_start
+from .zygote_client import ZygoteLauncher
 
 SHIM_MODULE = "wasmtime_driver.shim"
 
 
 class ProcessExecutor:
-    """Starts each task as a shim process and reports how it ended.
+    """Starts each task as a process of its own and reports how it ended.
 
     `state_dir` contains the start and result files of this plugin's tasks.
     """
@@ -40,11 +44,13 @@ class ProcessExecutor:
         self._cache_dir = cache_dir
         self._state_dir = state_dir
         self._cwd = cwd
+        self._zygote = ZygoteLauncher()
+        self._zygote.start()
 
     async def start(
         self, request: TaskRequest, config: TaskConfig
     ) -> tuple[ProcessTask, asyncio.Future[ExitResult]]:
-        """Open the task's logs and start its shim; raises LogOpenError or DriverError."""
+        """Open the task's logs and start its process; raises LogOpenError or DriverError."""
         stem = self._prepare_files(request)
         result_path = stem.with_suffix(".result")
         start_path = stem.with_suffix(".start")
@@ -52,19 +58,45 @@ class ProcessExecutor:
         write_start(start_path, start)
 
         stdout, stderr = await open_logs(request.stdout_path, request.stderr_path)
+        try:
+            # The task process gets its own copies of the logs. The plugin's
+            # would keep the log FIFOs open after the task exits, and Nomad's
+            # logmon waits for EOF, so the finally clause closes them.
+            forked = await self._zygote.fork(
+                start_path, (stdout.fileno(), stderr.fileno())
+            )
+            if forked is None:
+                return self._spawn_shim(
+                    request, start_path, result_path, stdout, stderr
+                )
+        except BaseException:
+            start_path.unlink(missing_ok=True)
+            raise
+        finally:
+            stdout.close()
+            stderr.close()
+
+        task = ProcessTask.started(request, forked.pid, result_path)
+        future = asyncio.get_running_loop().create_future()
+        task.watch_forked(forked.pidfd, future)
+        return task, future
+
+    def _spawn_shim(
+        self,
+        request: TaskRequest,
+        start_path: Path,
+        result_path: Path,
+        stdout: BinaryIO,
+        stderr: BinaryIO,
+    ) -> tuple[ProcessTask, asyncio.Future[ExitResult]]:
         ready_read, ready_write = os.pipe()
         try:
             process = _spawn(start_path, ready_write, (stdout, stderr))
         except OSError as err:
             os.close(ready_read)
-            start_path.unlink(missing_ok=True)
             raise DriverError(f"failed to start the task process: {err}") from err
         finally:
-            # The shim has its own copies; the plugin's would keep the log
-            # FIFOs open after the task exits, and Nomad's logmon waits for EOF.
             os.close(ready_write)
-            stdout.close()
-            stderr.close()
 
         task = ProcessTask.started(request, process.pid, result_path)
         task.watch_ready(ready_read)
@@ -75,10 +107,10 @@ class ProcessExecutor:
     def recover(
         self, request: TaskRequest, state: dict[str, object]
     ) -> tuple[ProcessTask, asyncio.Future[ExitResult]]:
-        """Re-attach to a shim that an earlier plugin process started.
+        """Re-attach to a task process that an earlier plugin process started.
 
-        Raises DriverError when the state names no shim, or when the shim
-        is gone without leaving a result.
+        Raises DriverError when the state names no task process, or when the
+        process is gone without leaving a result.
         """
         task = ProcessTask.from_state(request, state)
         loop = asyncio.get_running_loop()
@@ -96,7 +128,8 @@ class ProcessExecutor:
         return task, future
 
     def close(self) -> None:
-        """Nothing to release: shims keep running, and a new plugin recovers them."""
+        """Stop the zygote; running task processes go on, and a new plugin recovers them."""
+        self._zygote.close()
 
     def _prepare_files(self, request: TaskRequest) -> Path:
         try:

@@ -1,4 +1,4 @@
-"""One task running in a shim process, as the process executor tracks it."""
+"""One task running in a process of its own, as the process executor tracks it."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ _START_TIME_TOLERANCE = 0.05
 
 
 class ProcessTask:
-    """A shim process: stop, kill and sample it, and store how to find it again.
+    """A task process: stop, kill and sample it, and store how to find it again.
 
-    The pid is also the process group id, because the shim starts a session.
+    The pid is also the process group id, because the task process starts a
+    session.
     """
 
     def __init__(
@@ -108,8 +109,17 @@ class ProcessTask:
 
         self._watch_exit(pidfd, on_exit)
 
+    def watch_forked(self, pidfd: int, future: asyncio.Future[ExitResult]) -> None:
+        """Resolve `future` with the exit result of a process the zygote forked.
+
+        The zygote forks with the stop signals blocked, so the process holds
+        a stop signal until its sigwait thread takes it: it is ready at once.
+        """
+        self._ready = True
+        self._watch_exit(pidfd, lambda: _resolve(future, self._file_result()))
+
     def attach(self, future: asyncio.Future[ExitResult]) -> bool:
-        """Track a shim this process did not start; False if it is not running.
+        """Track a task process this plugin did not start; False if it is not running.
 
         A pidfd pins the pid, so once the start time matches, a later exit
         and pid reuse cannot make the plugin watch another process.
@@ -122,7 +132,7 @@ class ProcessTask:
             os.close(pidfd)
             return False
         self._ready = True  # it ran long enough to be handed to Nomad
-        self._watch_exit(pidfd, lambda: _resolve(future, self._recovered_result()))
+        self._watch_exit(pidfd, lambda: _resolve(future, self._file_result()))
         return True
 
     def _watch_exit(self, pidfd: int, on_exit: Callable[[], None]) -> None:
@@ -159,7 +169,7 @@ class ProcessTask:
         self.result_path.unlink(missing_ok=True)
 
     def usage(self) -> TaskUsage:
-        """Sample CPU time and resident memory of the shim with psutil."""
+        """Sample CPU time and resident memory of the task process with psutil."""
         now = time.time()
         process = self._process
         if process is None or self._exited:
@@ -210,14 +220,15 @@ class ProcessTask:
         message = f"task process exited with status {status} without an exit result"
         return ExitResult(exit_code=status or 1, err=message)
 
-    def _recovered_result(self) -> ExitResult:
+    def _file_result(self) -> ExitResult:
         result = read_result(self.result_path)
         if result is not None:
             return result
-        # Not the parent, so the exit status is unknown. A shim leaves no
-        # result when a signal it does not handle, such as SIGKILL, ends it.
-        if self._killed:
-            number = int(signal.SIGKILL)
+        # Not the parent, so the exit status is unknown. A task process leaves
+        # no result when a signal it does not handle, such as SIGKILL, ends it,
+        # so the signal that the plugin sent is the likely cause.
+        number = int(signal.SIGKILL) if self._killed else self.stop_signal
+        if number:
             return ExitResult(exit_code=128 + number, signal=number)
         return ExitResult(exit_code=1, err="task process ended without an exit result")
 

@@ -61,12 +61,19 @@ class StopWatcher:
 def main(argv: list[str]) -> int:
     watcher = StopWatcher()
     watcher.start()
-    _silence_logging()
+    silence_logging()
     start_path, ready_fd = Path(argv[1]), int(argv[2])
     start = read_start(start_path)
     start_path.unlink(missing_ok=True)
     _signal_ready(ready_fd)
+    return run_start(start, watcher)
 
+
+def run_start(start: ShimStart, watcher: StopWatcher) -> int:
+    """Run the task of `start`, write its result file and return the exit status.
+
+    The task's log FIFOs must be fds 1 and 2, and `watcher` must be started.
+    """
     stdout = os.fdopen(1, "wb", buffering=0, closefd=False)
     stderr = os.fdopen(2, "wb", buffering=0, closefd=False)
     result = _run(start, watcher, (stdout, stderr))
@@ -112,7 +119,7 @@ def _signal_ready(fd: int) -> None:
         os.close(fd)
 
 
-def _silence_logging() -> None:
+def silence_logging() -> None:
     # The shim's stderr is the task's log, which is for the task's own output;
     # without a handler, logging would print warnings of the cache there.
     logging.getLogger().addHandler(logging.NullHandler())
