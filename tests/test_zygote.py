@@ -82,7 +82,7 @@ def _zygote_pids(plugin: Plugin) -> list[int]:
 
 
 def _wait_until_dead(pid: int) -> None:
-    # The plugin reaps a dead zygote only on its next start request.
+    # A dead process stays a zombie until its parent reaps it.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -91,7 +91,7 @@ def _wait_until_dead(pid: int) -> None:
         except psutil.NoSuchProcess:
             return
         time.sleep(0.02)
-    raise AssertionError(f"zygote {pid} still runs")
+    raise AssertionError(f"process {pid} still runs")
 
 
 def test_zygote_reused_across_tasks(
@@ -130,6 +130,38 @@ def test_zygote_killed_replaced_for_next_task(
     assert parent != old_zygote
     assert parent != plugin.process.pid
     assert _zygote_pids(plugin) == [parent]
+
+
+def test_zygote_spare_killed_task_still_starts(
+    plugin: Plugin, modules: Path, tmp_path: Path
+) -> None:
+    first = AllocDir(tmp_path / "first", "sum").create()
+    config = task_config_bytes(str(modules / "sum.wasm"), "sum", [2, 3])
+    task_id, _pid = _start(plugin, first, config)
+    plugin.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=task_id), timeout=60)
+    _destroy(plugin, first, task_id)
+    [zygote] = _zygote_pids(plugin)
+    # The zygote forks a spare task process for the next task in advance.
+    spares = [
+        child.pid
+        for child in psutil.Process(zygote).children()
+        if child.status() != psutil.STATUS_ZOMBIE
+    ]
+    assert len(spares) == 1
+    os.kill(spares[0], signal.SIGKILL)
+    _wait_until_dead(spares[0])
+
+    second = AllocDir(tmp_path / "second", "sum").create()
+    task_id, pid = _start(plugin, second, config)
+    result = plugin.driver.WaitTask(
+        driver_pb2.WaitTaskRequest(task_id=task_id), timeout=60
+    )
+    _destroy(plugin, second, task_id)
+
+    assert pid != spares[0]
+    assert result.result.exit_code == 0
+    assert bytes(second.stdout) == b"5\n"
+    assert _zygote_pids(plugin) == [zygote]
 
 
 def test_zygote_task_holds_no_stray_fds(

@@ -22,6 +22,8 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
+import wasmtime
+
 from .cache import ModuleCache
 from .config import decode_task_config
 from .engine import Interrupt, create_engine, engine_fingerprint
@@ -69,28 +71,33 @@ def main(argv: list[str]) -> int:
     return run_start(start, watcher)
 
 
-def run_start(start: ShimStart, watcher: StopWatcher) -> int:
+def run_start(
+    start: ShimStart, watcher: StopWatcher, engine: wasmtime.Engine | None = None
+) -> int:
     """Run the task of `start`, write its result file and return the exit status.
 
     The task's log FIFOs must be fds 1 and 2, and `watcher` must be started.
+    Without `engine`, the task gets a new one.
     """
     stdout = os.fdopen(1, "wb", buffering=0, closefd=False)
     stderr = os.fdopen(2, "wb", buffering=0, closefd=False)
-    result = _run(start, watcher, (stdout, stderr))
+    result = _run(start, watcher, engine or create_engine(), (stdout, stderr))
     write_result(start.result_path, result)
     # Exit statuses have 8 bits; the result file keeps the whole code.
     return result.exit_code & 0xFF
 
 
 def _run(
-    start: ShimStart, watcher: StopWatcher, logs: tuple[BinaryIO, BinaryIO]
+    start: ShimStart,
+    watcher: StopWatcher,
+    engine: wasmtime.Engine,
+    logs: tuple[BinaryIO, BinaryIO],
 ) -> ExitResult:
     try:
         config = decode_task_config(start.request.driver_config)
     except ConfigError as err:
         report_error(logs[1], str(err))
         return ExitResult(exit_code=1, err=str(err))
-    engine = create_engine()
     # NOTE: each shim indexes the cache directory when it starts and applies
     # `size` and `entryTTL` on its own, so it may delete a file that the plugin
     # or another shim stored. That costs a compile later, never an error.

@@ -4,11 +4,13 @@ The plugin starts it once as `python -m wasmtime_driver.zygote SOCKET_FD`,
 with /dev/null as stdin, stdout and stderr. It imports wasmtime and the shim
 up front, so a forked task skips the interpreter start-up and the imports.
 It starts no thread and creates no engine, because a fork copies only the
-calling thread and would leave another thread's locks held forever.
+calling thread and would leave another thread's locks held forever. It keeps
+one spare task process forked ahead (`zygote_spare`) and hands each task to
+the spare, then forks the next spare.
 
 Protocol, on a SOCK_SEQPACKET socket: each request is a start file path with
 the task's stdout and stderr fds attached (SCM_RIGHTS). Each reply is a
-native int32: the forked task's pid with a pidfd of it attached, or 0
+native int32: the task process's pid with a pidfd of it attached, or 0
 followed by a UTF-8 error message. The zygote exits when the plugin closes
 its end.
 """
@@ -21,25 +23,12 @@ import signal
 import socket
 import struct
 import sys
-import threading
-import traceback
-from pathlib import Path
-from typing import NoReturn
 
 from .engine import engine_fingerprint
-from .shim import STOP_SIGNALS, StopWatcher, run_start, silence_logging
-from .shim_files import read_start
+from .shim import STOP_SIGNALS, silence_logging
+from .zygote_spare import REQUEST_MAX_BYTES, ForkError, Spare, fork_spare
 
 REPLY = struct.Struct("=i")
-REQUEST_MAX_BYTES = 4096
-# Blocked around a fork: the stop signals so that the child holds them until
-# its sigwait thread runs, and SIGCHLD so that the reaper cannot reap the
-# child before the zygote opens its pidfd.
-FORK_MASK = STOP_SIGNALS | {signal.SIGCHLD}
-
-
-class ForkError(Exception):
-    """The zygote cannot fork a task; the message goes back to the plugin."""
 
 
 def main(argv: list[str]) -> int:
@@ -64,8 +53,13 @@ def _warm_up() -> None:
 
 
 def serve(sock: socket.socket) -> None:
-    """Fork one task per request until the plugin closes its end of `sock`."""
+    """Hand one task per request to a spare until the plugin closes `sock`."""
+    spare: Spare | None = None
     while True:
+        if spare is None:
+            # Forked while the task handed over last runs, so that the next
+            # request finds it ready in most cases.
+            spare = _fork_spare_if_possible(sock)
         try:
             message, fds, _flags, _address = socket.recv_fds(sock, REQUEST_MAX_BYTES, 2)
         except ConnectionResetError:
@@ -73,80 +67,57 @@ def serve(sock: socket.socket) -> None:
         if not message:
             return
         try:
-            _reply(sock, Path(os.fsdecode(message)), fds)
+            spare = _reply(sock, spare, message, fds)
         finally:
             for fd in fds:
                 os.close(fd)
 
 
-def _reply(sock: socket.socket, start_path: Path, fds: list[int]) -> None:
+def _fork_spare_if_possible(sock: socket.socket) -> Spare | None:
+    # A failure here is reported when a request needs the spare.
     try:
-        if len(fds) != 2:
-            raise ForkError(f"expected 2 log fds with the request, got {len(fds)}")
-        pid, pidfd = _fork_task(sock, start_path, (fds[0], fds[1]))
+        return fork_spare(sock)
+    except (ForkError, OSError):
+        return None
+
+
+def _reply(
+    sock: socket.socket, spare: Spare | None, message: bytes, fds: list[int]
+) -> Spare | None:
+    """Hand the task to a spare and reply; return the spare if it is unused."""
+    if len(fds) != 2:
+        _send_error(sock, f"expected 2 log fds with the request, got {len(fds)}")
+        return spare
+    try:
+        used = _hand_over(sock, spare, message, fds)
     except (ForkError, OSError) as err:
-        sock.sendall(REPLY.pack(0) + str(err).encode())
-        return
+        _send_error(sock, str(err))
+        return None
     try:
-        socket.send_fds(sock, [REPLY.pack(pid)], [pidfd])
+        socket.send_fds(sock, [REPLY.pack(used.pid)], [used.pidfd])
     finally:
-        os.close(pidfd)
+        used.close()
+    return None
 
 
-def _fork_task(
-    sock: socket.socket, start_path: Path, logs: tuple[int, int]
-) -> tuple[int, int]:
-    _check_single_threaded()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_MASK)
-    try:
-        pid = os.fork()
-        if pid == 0:
-            _run_child(sock, start_path, logs)
-        return pid, os.pidfd_open(pid)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+def _send_error(sock: socket.socket, message: str) -> None:
+    sock.sendall(REPLY.pack(0) + message.encode())
 
 
-def _check_single_threaded() -> None:
-    threads = len(os.listdir("/proc/self/task"))
-    if threading.active_count() != 1 or threads != 1:
-        raise ForkError(
-            f"the zygote runs {threads} threads and cannot fork safely; "
-            "the plugin starts tasks in a fresh interpreter instead"
-        )
-
-
-def _run_child(
-    sock: socket.socket, start_path: Path, logs: tuple[int, int]
-) -> NoReturn:
-    # An exception must not unwind into the zygote's loop, so this only exits.
-    code = 1
-    try:
-        _become_task_process(sock, logs)
-        watcher = StopWatcher()
-        watcher.start()
-        start = read_start(start_path)
-        start_path.unlink(missing_ok=True)
-        code = run_start(start, watcher)
-    except BaseException:  # noqa: BLE001 - reported in the task's log
-        traceback.print_exc(file=sys.stderr)
-        sys.stderr.flush()
-    finally:
-        os._exit(code)
-
-
-def _become_task_process(sock: socket.socket, logs: tuple[int, int]) -> None:
-    # A new session, like the fresh-interpreter shim: the task survives the
-    # plugin, and a stop signals its process group alone.
-    os.setsid()
-    os.dup2(logs[0], 1)
-    os.dup2(logs[1], 2)
-    # Detached first, so that collecting the socket object later cannot
-    # close an fd number that the task has reused by then.
-    sock.detach()
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, STOP_SIGNALS)
+def _hand_over(
+    sock: socket.socket, spare: Spare | None, message: bytes, fds: list[int]
+) -> Spare:
+    # A second attempt covers a spare that exited, or was killed, while idle.
+    for _attempt in range(2):
+        if spare is None:
+            spare = fork_spare(sock)
+        try:
+            spare.hand_over(message, fds)
+            return spare
+        except OSError:
+            spare.close()
+            spare = None
+    raise ForkError("spare task processes exit before they receive a task")
 
 
 def _reap_children(_number: int, _frame: object) -> None:
