@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import wasmtime
 
+from .atomicfile import write_atomically
 from .engine import Interrupt, create_store
 
 log = logging.getLogger(__name__)
@@ -85,9 +84,6 @@ class HealthCheck:
         name = f"health-{self._fingerprint[:16]}-{digest}.cwasm"
         try:
             self._artifact_dir.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=self._artifact_dir, suffix=".tmp")
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(temporary, self._artifact_dir / name)
+            write_atomically(self._artifact_dir / name, data)
         except OSError as err:
             log.debug("cannot store the health check module", extra={"error": str(err)})

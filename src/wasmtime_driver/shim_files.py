@@ -10,14 +10,13 @@ the whole result, also after a plugin restart.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from .atomicfile import write_atomically
 from .handle import ExitResult, TaskRequest
 from .settings import CacheSettings, ExpirationSettings
 
@@ -66,7 +65,7 @@ def write_start(path: Path, start: ShimStart) -> None:
         "cwd": str(start.cwd),
         "result_path": str(start.result_path),
     }
-    _write_atomically(path, data)
+    write_atomically(path, msgpack.packb(data))
 
 
 def read_start(path: Path) -> ShimStart:
@@ -105,7 +104,7 @@ def read_start(path: Path) -> ShimStart:
 
 def write_result(path: Path, result: ExitResult) -> None:
     data = {"exit_code": result.exit_code, "signal": result.signal, "err": result.err}
-    _write_atomically(path, data)
+    write_atomically(path, msgpack.packb(data))
 
 
 def read_result(path: Path) -> ExitResult | None:
@@ -123,17 +122,6 @@ def read_result(path: Path) -> ExitResult | None:
         # NOTE: a corrupt result file is reported like a missing one, so the
         # caller falls back to the process's exit status.
         return None
-
-
-def _write_atomically(path: Path, data: dict[str, Any]) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(msgpack.packb(data))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _read(path: Path) -> dict[str, Any]:
