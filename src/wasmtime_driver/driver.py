@@ -14,7 +14,7 @@ from pathlib import Path
 import wasmtime
 
 from . import __version__
-from .cache import ModuleCache, default_cache_dir, validate_pre_cache
+from .cache import ModuleCache, resolve_cache_dir, validate_pre_cache
 from .config import decode_plugin_config
 from .engine import create_engine, engine_fingerprint
 from .events import EventBroker
@@ -110,7 +110,7 @@ class WasmtimeDriver:
         if self._tasks is None or self._cache is None:
             engine = self._ensure_engine()
             settings = self.config.cache
-            cache_dir = settings.dir or default_cache_dir()
+            cache_dir = resolve_cache_dir(settings)
             self._cache = ModuleCache(engine, engine_fingerprint(), settings, cache_dir)
             executor = self._create_executor(engine, self._cache, cache_dir)
             self._tasks = TaskManager(executor, self.events)
@@ -140,7 +140,7 @@ class WasmtimeDriver:
             settings = self.config.cache
             artifact_dir = None
             if settings.enabled:
-                artifact_dir = (settings.dir or default_cache_dir()) / HEALTH_DIR
+                artifact_dir = resolve_cache_dir(settings) / HEALTH_DIR
             self._health = HealthCheck(engine, engine_fingerprint(), artifact_dir)
         return self._health.run()
 
