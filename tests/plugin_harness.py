@@ -12,6 +12,7 @@ import secrets
 import select
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 
 import grpc
 import msgpack
+import psutil
 
 from wasmtime_driver.protocol import (
     base_pb2,
@@ -247,3 +249,20 @@ def iterate(stream: Any, count: int) -> Iterator[Any]:
         if index + 1 >= count:
             stream.cancel()
             return
+
+
+def wait_until_exited(pid: int, timeout: float = 30.0) -> None:
+    """Wait until process `pid` has exited; a zombie counts as exited.
+
+    A task process whose parent has gone may never be reaped, and the zygote
+    reaps its children on its own schedule.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} still runs")

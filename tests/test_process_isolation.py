@@ -20,6 +20,7 @@ from plugin_harness import (
     start_plugin,
     task_config_bytes,
     task_request,
+    wait_until_exited,
 )
 
 from wasmtime_driver.protocol import driver_pb2
@@ -114,19 +115,6 @@ def _pid(response: driver_pb2.StartTaskResponse) -> int:
     state = msgpack.unpackb(response.handle.driver_state)
     pid: int = state["pid"]
     return pid
-
-
-def _wait_until_gone(pid: int) -> None:
-    # The shim's new parent may not reap it, so a zombie counts as gone.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"task process {pid} still runs")
 
 
 def _wait_for_output(alloc: AllocDir, expected: bytes) -> None:
@@ -288,7 +276,7 @@ def test_process_exited_task_recovered_with_code(
     request = task_request(alloc, task_config_bytes(str(modules / "exit.wasm")))
     response = first.driver.StartTask(request, timeout=30)
     first.shutdown()
-    _wait_until_gone(_pid(response))
+    wait_until_exited(_pid(response))
 
     second = _start_process_plugin(cache_dir)
     try:
@@ -319,7 +307,7 @@ def test_process_destroy_force_kills_task(
     response = plugin.driver.StartTask(request, timeout=30)
     _destroy(plugin, request.task.id)
     alloc.wait_for_eof()
-    _wait_until_gone(_pid(response))
+    wait_until_exited(_pid(response))
 
 
 def test_process_recover_rejects_thread_handle(

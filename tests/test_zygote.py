@@ -21,6 +21,7 @@ from plugin_harness import (
     start_plugin,
     task_config_bytes,
     task_request,
+    wait_until_exited,
 )
 
 from wasmtime_driver import zygote_client
@@ -81,19 +82,6 @@ def _zygote_pids(plugin: Plugin) -> list[int]:
     ]
 
 
-def _wait_until_dead(pid: int) -> None:
-    # A dead process stays a zombie until its parent reaps it.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"process {pid} still runs")
-
-
 def test_zygote_reused_across_tasks(
     plugin: Plugin, modules: Path, tmp_path: Path
 ) -> None:
@@ -119,7 +107,7 @@ def test_zygote_killed_replaced_for_next_task(
     _destroy(plugin, first, task_id)
     [old_zygote] = _zygote_pids(plugin)
     os.kill(old_zygote, signal.SIGKILL)
-    _wait_until_dead(old_zygote)
+    wait_until_exited(old_zygote)
 
     second = AllocDir(tmp_path / "second", "spin").create()
     task_id, pid = _start_spin(plugin, modules, second)
@@ -149,7 +137,7 @@ def test_zygote_spare_killed_task_still_starts(
     ]
     assert len(spares) == 1
     os.kill(spares[0], signal.SIGKILL)
-    _wait_until_dead(spares[0])
+    wait_until_exited(spares[0])
 
     second = AllocDir(tmp_path / "second", "sum").create()
     task_id, pid = _start(plugin, second, config)
