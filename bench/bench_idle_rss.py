@@ -7,7 +7,7 @@ Run from the repository root, after `make build`:
 Each start sends SetConfig as a Nomad client does, reads the first
 fingerprint (which runs the health check), waits half a second and reads
 VmRSS from /proc. The first start on an empty cache directory compiles the
-health check module; a restart deserializes it, as a real agent's restarts
+health check module. A restart deserializes it, as a real agent's restarts
 do once the cache directory exists.
 """
 

@@ -1,4 +1,4 @@
-"""Config declarations: the schema Nomad sees and the decoder of its bytes."""
+"""Config declarations: the schema sent to Nomad and the decoder of its bytes."""
 
 from __future__ import annotations
 

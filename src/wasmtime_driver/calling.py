@@ -40,8 +40,8 @@ WasmValue = int | float
 def exported_functions(signatures: Mapping[str, FuncSignature]) -> list[str]:
     """Return the names of the exported functions, in export order.
 
-    It reads the names from the scanned signatures and never asks wasmtime for
-    a type.
+    The names come from the scanned signatures, so wasmtime's type API is
+    never called.
     """
     return list(signatures)
 
@@ -127,7 +127,7 @@ def call_function(
 ) -> object:
     """Call `func`, whose scanned signature is `signature`, with `args`.
 
-    The signature is checked before wasmtime sees the call, because
+    The signature is checked before wasmtime receives the call, because
     `wasmtime.Func.__call__` reads the function's type and wasmtime-py 50
     aborts the process on a v128 there. Returns the raw result. A trap becomes
     `TaskError`, or `TaskInterrupted` once `interrupt` was requested;

@@ -45,7 +45,7 @@ from .settings import (
     WasiSettings,
 )
 
-# A check returns a message that says what is wrong with a value, or None.
+# A check returns a message that describes what is wrong with a value, or None.
 Check = Callable[[Any], str | None]
 
 

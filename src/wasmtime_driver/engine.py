@@ -41,7 +41,7 @@ from .errors import TaskError
 # wasmtime-py 50 aborts the whole process (a Rust panic across the C API) when
 # Python reads a v128 in a function's type, so the driver reads exported
 # signatures from the module file (`wasmbinary`) and rejects a call with a
-# v128 parameter or result before wasmtime sees it.
+# v128 parameter or result before wasmtime reads its type.
 #
 # GC, typed function references, exception handling and stack switching stay
 # off. They add reference types (anyref, exnref, typed references) that

@@ -3,7 +3,7 @@
 Nomad's log collector (logmon) creates both FIFOs and opens them for reading
 before StartTask. Opening a FIFO for writing blocks until a reader is there,
 so the open is retried with O_NONBLOCK, which fails with ENXIO instead of
-blocking while nobody reads, and the descriptor is switched back to blocking
+blocking while no reader has it open, and the descriptor is switched back to blocking
 writes once open.
 """
 

@@ -44,7 +44,7 @@ WASI_INITIALIZE = "_initialize"
 
 @dataclass(frozen=True)
 class TaskIO:
-    """Where a task writes, what it sees, and where its files may live."""
+    """Output files, environment and directories of one task run."""
 
     stdout: BinaryIO  # function results and io buffer output
     stderr: BinaryIO  # WASI stderr

@@ -1,6 +1,6 @@
-"""Decoded plugin and task configuration, as the rest of the driver sees it.
+"""Decoded plugin and task configuration, as the rest of the driver uses it.
 
-`config.py` declares the keys Nomad sees and turns msgpack bytes into these
+`config.py` declares the keys of Nomad's schema and turns msgpack bytes into these
 objects; nothing below it knows about HCL, msgpack or protobuf.
 """
 
@@ -71,7 +71,7 @@ class WasiPreopen:
     """A directory of the allocation that a WASI module may open."""
 
     host_path: str  # relative to the task directory, or absolute
-    guest_path: str  # the name the module sees
+    guest_path: str  # the path the module opens it by
     read_only: bool = False
 
 

@@ -101,7 +101,7 @@ def wasi_config(
     """Build the WASI context of one task, valid until the block ends.
 
     argv is `program_name` followed by `settings.args`; the environment is
-    `env` alone; stdin is empty; the module sees no files except the granted
+    `env` alone; stdin is empty; the module can open no files except the granted
     preopens, each of which must lie inside `alloc_dir`. Output written after
     the block ends fails with EIO.
     """
@@ -186,7 +186,7 @@ def _write_output(key: int | None, data: Any, size: int) -> int:
 
 # wasmtime-py's own `stdout_custom` registers a Python finalizer, which
 # wasmtime may run on one of its tokio threads after the store is gone. At
-# interpreter exit that thread is killed while it holds Rust frames, and the
+# interpreter exit that thread is killed while Rust frames are on its stack, and the
 # process aborts with "panic in a function that cannot unwind". These
 # callbacks have no finalizer, and the function pointer lives as long as the
 # process.

@@ -6,8 +6,8 @@ import os
 
 # A chosen limit, not one that wasmtime or the WebAssembly spec sets. Loading a
 # module keeps its bytes, wasmtime's compile state and the machine code in
-# memory at once, several times the module size, so one oversized file could
-# exhaust the node's memory and take every task on it down with the plugin.
+# memory at once, several times the module size. One oversized file could
+# therefore exhaust the node's memory and take every task down with the plugin.
 MAX_MODULE_BYTES = 512 * 1024 * 1024
 
 # Compiled code is larger than the module it was compiled from.

@@ -105,7 +105,7 @@ def _check_plugin_info(info: base_pb2.PluginInfoResponse) -> str:
             f"plugin {info.name!r} reports an invalid plugin_version "
             f"{info.plugin_version!r}: a Nomad agent would fail to start"
         )
-    wanted = parse_version(PLUGIN_API_VERSION)
+    expected = parse_version(PLUGIN_API_VERSION)
     for version in info.plugin_api_versions:
         parsed = parse_version(version)
         if parsed is None:
@@ -113,7 +113,7 @@ def _check_plugin_info(info: base_pb2.PluginInfoResponse) -> str:
                 f"plugin {info.name!r} reports an invalid plugin API version "
                 f"{version!r}: a Nomad agent would fail to start"
             )
-        if parsed == wanted:
+        if parsed == expected:
             return version
     raise ClientError(
         f"plugin {info.name!r} supports plugin API versions "
